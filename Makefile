@@ -1,0 +1,47 @@
+# taxaddr — the two commands a newcomer needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TAXADDR := $(BIN)/taxaddr
+# Debian packages the test suite drives for real: PostgreSQL, Chromium (dashboard),
+# Prometheus + promtool, SoftHSM2 (PKCS#11), poppler-utils (pdftotext).
+TEST_SYSTEM_PACKAGES := postgresql chromium prometheus softhsm2 poppler-utils
+PYTEST_ARGS ?=
+
+.PHONY: run test venv sysdeps lint typecheck unit bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+sysdeps:
+	@missing=""; for p in $(TEST_SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+run: venv
+	bash deploy/dev/run.sh
+
+lint: venv
+	$(BIN)/ruff check service tests bench migrations
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: sysdeps venv lint typecheck
+	$(BIN)/pytest -p xdist -n 2 --dist loadgroup --cov --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .coverage* htmlcov

@@ -1,0 +1,1 @@
+"""taxaddr.api."""

@@ -1,0 +1,7 @@
+"""Tables of taxaddr.api (on the shared :class:`taxaddr.db.Base`)."""
+
+from __future__ import annotations
+
+from taxaddr.db import Base
+
+__all__ = ["Base"]

@@ -1,0 +1,91 @@
+"""The one settings object, read from ``TAXADDR_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taxaddr.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Typed configuration. Production (``env=prod``) refuses insecure defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="TAXADDR_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    database_url: str = "sqlite:///var/taxaddr.db"
+    keys_dir: Path = Path("keys/dev")
+    keystore: Literal["file", "pkcs11"] = "file"
+    pkcs11_module: str | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin: str | None = None
+
+    policy_engine: Literal["embedded", "opa"] = "embedded"
+    policy_dir: Path = Path("policies")
+    opa_url: str | None = None
+    opa_timeout_ms: int = Field(default=250, ge=1, le=60_000)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8443, ge=1, le=65535)
+    tls: bool = True
+    rate_limit: int = Field(default=600, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    case_max_lifetime_days: int = Field(default=180, ge=1)
+    case_clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
+    case_max_token_bytes: int = Field(default=16 * 1024, ge=512)
+
+    audit_origin: str = "taxaddr.local/audit"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.env != "prod":
+            return self
+        problems = []
+        if self.database_url.startswith("sqlite"):
+            problems.append("SQLite database")
+        if self.keystore == "file" and "dev" in self.keys_dir.parts:
+            problems.append("dev keys directory")
+        if not self.tls:
+            problems.append("plaintext HTTP")
+        if self.policy_engine == "opa" and not self.opa_url:
+            problems.append("policy engine 'opa' without TAXADDR_OPA_URL")
+        if problems:
+            raise ValueError("TAXADDR_ENV=prod refuses: " + ", ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _opa_needs_url(self) -> Settings:
+        if self.policy_engine == "opa" and not self.opa_url:
+            raise ValueError("TAXADDR_POLICY_ENGINE=opa needs TAXADDR_OPA_URL")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings once; invalid settings are a :class:`ConfigError`."""
+    try:
+        return Settings()
+    except ValueError as exc:
+        raise ConfigError(_first_line(exc)) from None
+
+
+def _first_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = [_describe(err) for err in errors()]
+        return "invalid settings: " + "; ".join(parts)
+    return f"invalid settings: {exc}"
+
+
+def _describe(err: dict[str, object]) -> str:
+    loc_parts = err.get("loc", ())
+    loc = ".".join(str(p) for p in loc_parts) if isinstance(loc_parts, tuple) else ""
+    msg = str(err.get("msg", "invalid"))
+    return f"{loc}: {msg}" if loc else msg

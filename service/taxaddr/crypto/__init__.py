@@ -1,0 +1,1 @@
+"""Key custody and envelope encryption. Primitives come from ``cryptography`` only."""
