@@ -1,0 +1,51 @@
+"""Prometheus metrics named by the contract.
+
+Label values come only from bounded sets (registered agencies, allow-listed
+statutes, contract codes, engine names). Never a TIN, name, address or case
+number. Unknown values are folded into ``other`` by :func:`bounded`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DISCLOSURE_REQUESTS = Counter(
+    "taxaddr_disclosure_requests_total",
+    "Disclosure requests answered, by requester agency, outcome and reason code.",
+    ["agency", "outcome", "reason"],
+)
+DISCLOSURES = Counter(
+    "taxaddr_disclosures_total",
+    "Addresses disclosed, by requester agency and statute.",
+    ["agency", "statute"],
+)
+POLICY_DECISIONS = Counter(
+    "taxaddr_policy_decisions_total",
+    "Policy decisions, by engine and result (allow, deny, error).",
+    ["engine", "result"],
+)
+POLICY_SECONDS = Histogram(
+    "taxaddr_policy_evaluation_seconds",
+    "Time to evaluate the disclosure policy.",
+    buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+REQUEST_SECONDS = Histogram(
+    "taxaddr_disclosure_request_seconds",
+    "Time to answer a disclosure request, end to end inside the service.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+AUDIT_TREE_SIZE = Gauge("taxaddr_audit_tree_size", "Number of leaves in the audit log.")
+AUDIT_APPEND_FAILURES = Counter(
+    "taxaddr_audit_append_failures_total", "Audit appends that failed (no disclosure followed)."
+)
+
+OTHER = "other"
+
+
+def bounded(value: str | None, allowed: Iterable[str]) -> str:
+    """Return ``value`` if it is in the bounded set ``allowed``, else ``other``."""
+    if value is None:
+        return "none"
+    return value if value in set(allowed) else OTHER
