@@ -41,7 +41,7 @@ test: sysdeps venv lint typecheck
 	$(BIN)/pytest -p xdist -n 2 --dist loadgroup --cov --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
 bench: venv
-	$(BIN)/python -m bench
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
 	rm -rf $(VENV) var .coverage* htmlcov
