@@ -40,6 +40,10 @@ AUDIT_TREE_SIZE = Gauge("taxaddr_audit_tree_size", "Number of leaves in the audi
 AUDIT_APPEND_FAILURES = Counter(
     "taxaddr_audit_append_failures_total", "Audit appends that failed (no disclosure followed)."
 )
+AUDIT_VERIFICATION_OK = Gauge(
+    "taxaddr_audit_verification_ok",
+    "1 if the last full verification of the audit log against its signed checkpoint passed.",
+)
 
 OTHER = "other"
 
