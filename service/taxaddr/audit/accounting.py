@@ -1,0 +1,114 @@
+"""Encrypted § 6103(p)(3) accounting records, one per disclosure leaf.
+
+The record holds what the accounting needs (who, whose, what, when, why) and so
+does hold personal data; it is sealed with the store's envelope encryption
+(AES-256-GCM under a fresh data key wrapped by the KEK) with associated data
+binding it to its leaf index, so a record copied onto another leaf does not
+open. The leaf itself only links to it by index.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import rfc8785
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from taxaddr.audit.models import AuditAccounting
+from taxaddr.crypto import envelope
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.errors import AuditUnavailable, IntegrityError, TaxaddrError
+
+_TABLE = cast(Table, AuditAccounting.__table__)
+_AAD_TABLE = "audit_accounting"
+_AAD_FIELD = "detail"
+
+
+def accounting_aad(leaf_index: int) -> bytes:
+    return envelope.aad(_AAD_TABLE, str(leaf_index), _AAD_FIELD)
+
+
+def record_accounting(
+    session: Session, keystore: KeyStore, leaf_index: int, detail: Mapping[str, Any]
+) -> None:
+    """Seal ``detail`` and store it for ``leaf_index`` in the caller's transaction."""
+    try:
+        plaintext = rfc8785.dumps(dict(detail))
+        data_key = envelope.new_data_key()
+        kek_version, wrapped = keystore.wrap(data_key)
+        ciphertext = envelope.seal(data_key, plaintext, accounting_aad(leaf_index))
+        session.execute(
+            insert(_TABLE).values(
+                leaf_index=leaf_index,
+                kek_version=kek_version,
+                wrapped_key=wrapped,
+                ciphertext=ciphertext,
+            )
+        )
+    except AuditUnavailable:
+        raise
+    except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:
+        # ValueError covers rfc8785.CanonicalizationError; TaxaddrError the key store.
+        raise AuditUnavailable("audit accounting record failed") from exc
+
+
+def read_accounting(session: Session, keystore: KeyStore, leaf_index: int) -> dict[str, Any]:
+    """Decrypt one record (for authorized reports); raises IntegrityError if tampered."""
+    row = session.execute(
+        select(_TABLE.c.kek_version, _TABLE.c.wrapped_key, _TABLE.c.ciphertext).where(
+            _TABLE.c.leaf_index == leaf_index
+        )
+    ).one_or_none()
+    if row is None:
+        raise IntegrityError(f"no accounting record for leaf {leaf_index}")
+    return _open(keystore, leaf_index, row.kek_version, row.wrapped_key, row.ciphertext)
+
+
+def iter_accounting(
+    session: Session, keystore: KeyStore, start: int = 0, end: int | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Decrypt the records of leaves ``[start, end)`` in index order."""
+    query = select(_TABLE).where(_TABLE.c.leaf_index >= start).order_by(_TABLE.c.leaf_index)
+    if end is not None:
+        query = query.where(_TABLE.c.leaf_index < end)
+    for row in session.execute(query):
+        yield row.leaf_index, _open(
+            keystore, row.leaf_index, row.kek_version, row.wrapped_key, row.ciphertext
+        )
+
+
+def rewrap_accounting(session: Session, keystore: KeyStore) -> int:
+    """Re-wrap every record's data key under the current KEK (KEK rotation).
+
+    Ciphertexts are untouched. Returns the number of records re-wrapped.
+    """
+    current = keystore.current_kek_version()
+    rows = session.execute(
+        select(_TABLE.c.leaf_index, _TABLE.c.kek_version, _TABLE.c.wrapped_key).where(
+            _TABLE.c.kek_version != current
+        )
+    ).all()
+    for row in rows:
+        data_key = keystore.unwrap(row.kek_version, row.wrapped_key)
+        version, wrapped = keystore.wrap(data_key)
+        session.execute(
+            update(_TABLE)
+            .where(_TABLE.c.leaf_index == row.leaf_index)
+            .values(kek_version=version, wrapped_key=wrapped)
+        )
+    return len(rows)
+
+
+def _open(
+    keystore: KeyStore, leaf_index: int, kek_version: int, wrapped: bytes, ciphertext: bytes
+) -> dict[str, Any]:
+    data_key = keystore.unwrap(kek_version, bytes(wrapped))
+    plaintext = envelope.open_sealed(data_key, bytes(ciphertext), accounting_aad(leaf_index))
+    value = json.loads(plaintext)
+    if not isinstance(value, dict):
+        raise IntegrityError(f"accounting record of leaf {leaf_index} is not an object")
+    return value

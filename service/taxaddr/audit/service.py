@@ -1,0 +1,359 @@
+"""What the API, the CLI and oversight ask of the audit log.
+
+Reads (entries, proofs) work in any transaction. :func:`latest_checkpoint` may
+write a new checkpoint, so on SQLite call it inside
+``taxaddr.db.write_transaction``. :func:`verify_log` recomputes the whole tree
+from the stored leaf bytes and trusts nothing else the database says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, text, tuple_
+from sqlalchemy.orm import Session
+
+from taxaddr.audit import merkle
+from taxaddr.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Verifier,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from taxaddr.audit.leaf import index_marker
+from taxaddr.audit.log import publish_tree_size, read_head
+from taxaddr.audit.models import AuditCheckpoint, AuditLeaf, AuditNode
+from taxaddr.config import Settings
+from taxaddr.crypto.keystore import KeyStore, open_keystore
+from taxaddr.db import make_engine, write_transaction
+from taxaddr.errors import IntegrityError, RequestInvalid
+
+MAX_ENTRIES = 1000
+VERIFY_CHUNK = 1 << 14
+
+_LEAVES = cast(Table, AuditLeaf.__table__)
+_NODES = cast(Table, AuditNode.__table__)
+_CHECKPOINTS = cast(Table, AuditCheckpoint.__table__)
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+
+def audit_verifier(keystore: KeyStore, settings: Settings) -> Verifier:
+    """The log's verifier key: named by the origin, the audit key's public half."""
+    public_key = keystore.audit_signing_key().public_key()
+    return Verifier.from_public_key(settings.audit_origin, public_key)
+
+
+def verifier_key(keystore: KeyStore, settings: Settings) -> str:
+    """The published verifier key string (``name+hash+base64``) third parties pin."""
+    return audit_verifier(keystore, settings).vkey()
+
+
+def latest_checkpoint(session: Session, keystore: KeyStore, settings: Settings) -> str:
+    """The signed checkpoint of the current tree; signs and stores a new one if it grew."""
+    head = read_head(session)
+    last = session.execute(
+        select(_CHECKPOINTS.c.tree_size, _CHECKPOINTS.c.root_hash, _CHECKPOINTS.c.note)
+        .order_by(_CHECKPOINTS.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    root_hash = head.root_hash
+    if last is not None:
+        if last.tree_size > head.tree_size:
+            raise IntegrityError("the audit log is smaller than its last signed checkpoint")
+        if last.tree_size == head.tree_size:
+            if bytes(last.root_hash) != root_hash:
+                raise IntegrityError("the audit log root differs from its last signed checkpoint")
+            publish_tree_size(head.tree_size)
+            return str(last.note)
+    checkpoint = Checkpoint(settings.audit_origin, head.tree_size, root_hash)
+    note = sign_checkpoint(checkpoint, keystore.audit_signing_key(), settings.audit_origin)
+    session.execute(
+        insert(_CHECKPOINTS).values(
+            tree_size=head.tree_size,
+            root_hash=root_hash,
+            note=note,
+            created_at=datetime.now(UTC),
+        )
+    )
+    publish_tree_size(head.tree_size)
+    return note
+
+
+# -- entries and proofs ------------------------------------------------------------------
+
+
+def tree_size(session: Session) -> int:
+    return read_head(session).tree_size
+
+
+def get_entries(session: Session, start: int, end: int) -> list[dict[str, Any]]:
+    """Leaves ``[start, end)`` as ``{"index", "leaf"}``; at most 1000, never past the tree."""
+    if start < 0 or end <= start:
+        raise RequestInvalid("entries need 0 <= start < end")
+    end = min(end, start + MAX_ENTRIES, tree_size(session))
+    if start >= end:
+        return []
+    rows = session.execute(
+        select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_json)
+        .where(_LEAVES.c.leaf_index >= start, _LEAVES.c.leaf_index < end)
+        .order_by(_LEAVES.c.leaf_index)
+    )
+    return [{"index": int(i), "leaf": json.loads(bytes(data))} for i, data in rows]
+
+
+def inclusion_proof(session: Session, leaf_index: int, tree_size: int) -> list[bytes]:
+    """RFC 6962 audit path of ``leaf_index`` in the tree of ``tree_size`` leaves."""
+    current = read_head(session).tree_size
+    if not 0 <= leaf_index < tree_size <= current:
+        raise RequestInvalid("inclusion proof needs 0 <= leaf_index < tree_size <= log size")
+    ranges = merkle.inclusion_ranges(leaf_index, tree_size)
+    return merkle.proof_from_nodes(ranges, lambda ids: _lookup_nodes(session, ids))
+
+
+def consistency_proof(session: Session, first: int, second: int) -> list[bytes]:
+    """RFC 6962 consistency proof between tree sizes ``first`` and ``second``."""
+    current = read_head(session).tree_size
+    if not 0 <= first <= second <= current:
+        raise RequestInvalid("consistency proof needs 0 <= first <= second <= log size")
+    ranges = merkle.consistency_ranges(first, second)
+    return merkle.proof_from_nodes(ranges, lambda ids: _lookup_nodes(session, ids))
+
+
+def inclusion_proof_json(session: Session, leaf_index: int, tree_size: int) -> dict[str, Any]:
+    """The inclusion endpoint's (and ``audit prove``'s) JSON object."""
+    hashes = inclusion_proof(session, leaf_index, tree_size)
+    return {"leaf_index": leaf_index, "tree_size": tree_size, "hashes": [h.hex() for h in hashes]}
+
+
+def consistency_proof_json(session: Session, first: int, second: int) -> dict[str, Any]:
+    """The consistency endpoint's JSON object."""
+    hashes = consistency_proof(session, first, second)
+    return {"first": first, "second": second, "hashes": [h.hex() for h in hashes]}
+
+
+def _lookup_nodes(session: Session, ids: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+    rows = session.execute(
+        select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(
+            tuple_(_NODES.c.level, _NODES.c.node_index).in_(sorted(ids))
+        )
+    )
+    found = {(int(level), int(index)): bytes(h) for level, index, h in rows}
+    if len(found) != len(ids):
+        raise IntegrityError("the audit log is missing stored subtree hashes")
+    return found
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    first_bad_leaf: int | None
+    message: str
+    tree_size: int = 0
+    checkpoints: int = 0
+
+
+class _Bad(Exception):
+    def __init__(self, message: str, leaf: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.leaf = leaf
+
+
+@dataclass
+class _StoredCheckpoint:
+    id: int
+    tree_size: int
+    root_hash: bytes
+
+
+def verify_log(session: Session, keystore: KeyStore, settings: Settings) -> VerifyReport:
+    """Recompute the tree from the stored leaf bytes and check it against every checkpoint.
+
+    1. every stored checkpoint's signature verifies under the audit key and its
+       stored size/root agree with the signed note;
+    2. leaves are read in index order: no index is missing, each leaf's hash is
+       recomputed from its bytes and matches the stored hash, each leaf's
+       ``index`` field equals its position;
+    3. the root recomputed at each checkpoint's size equals the signed root
+       (which is consistency with every checkpoint, the latest included);
+    4. the log is not shorter than any checkpoint and the head agrees.
+    The first failure is reported, naming ``leaf N`` where a leaf is at fault.
+    """
+    head = read_head(session)
+    try:
+        checkpoints = _verified_checkpoints(session, audit_verifier(keystore, settings), settings)
+        size, root_hash = _recompute(session, checkpoints)
+        _check_end(size, root_hash, head.tree_size, head.root_hash, checkpoints)
+    except _Bad as bad:
+        return VerifyReport(False, bad.leaf, bad.message, head.tree_size, 0)
+    latest = f" (latest at tree size {checkpoints[-1].tree_size})" if checkpoints else ""
+    message = (
+        f"ok: {size} leaves, root {root_hash.hex()}, consistent with "
+        f"{len(checkpoints)} signed checkpoint(s){latest}"
+    )
+    return VerifyReport(True, None, message, size, len(checkpoints))
+
+
+def _verified_checkpoints(
+    session: Session, verifier: Verifier, settings: Settings
+) -> list[_StoredCheckpoint]:
+    rows = session.execute(
+        select(_CHECKPOINTS.c.id, _CHECKPOINTS.c.tree_size)
+        .add_columns(_CHECKPOINTS.c.root_hash, _CHECKPOINTS.c.note)
+        .order_by(_CHECKPOINTS.c.id)
+    ).all()
+    out: list[_StoredCheckpoint] = []
+    for row in rows:
+        where = f"checkpoint {row.id} (tree size {row.tree_size})"
+        try:
+            signed = open_checkpoint(str(row.note), verifier, settings.audit_origin)
+        except CheckpointError as exc:
+            raise _Bad(f"{where}: {exc.message}", None) from None
+        if signed.tree_size != row.tree_size or signed.root_hash != bytes(row.root_hash):
+            raise _Bad(f"{where}: stored size or root differ from the signed note", None)
+        if out and signed.tree_size < out[-1].tree_size:
+            raise _Bad(f"{where}: smaller than an earlier checkpoint", None)
+        out.append(_StoredCheckpoint(int(row.id), signed.tree_size, signed.root_hash))
+    return out
+
+
+def _recompute(session: Session, checkpoints: list[_StoredCheckpoint]) -> tuple[int, bytes]:
+    by_size: dict[int, list[_StoredCheckpoint]] = {}
+    for cp in checkpoints:
+        by_size.setdefault(cp.tree_size, []).append(cp)
+    targets = sorted(by_size)
+    compact = merkle.CompactRange()
+    last_good = 0
+    position = 0
+    sha256 = hashlib.sha256
+    query = text(
+        "SELECT leaf_index, leaf_json, leaf_hash FROM audit_leaves "
+        "WHERE leaf_index >= :start ORDER BY leaf_index LIMIT :n"
+    )
+    if 0 in by_size:
+        _compare(compact, by_size[0], 0)
+    while True:
+        rows = session.execute(query, {"start": position, "n": VERIFY_CHUNK}).all()
+        if not rows:
+            break
+        chunk_start = position
+        hashes: list[bytes] = []
+        append = hashes.append
+        for index, data, stored in rows:
+            if index != position:
+                raise _Bad(f"leaf {position}: missing (next stored leaf is {index})", position)
+            h = sha256(b"\x00" + data).digest()
+            if h != stored:
+                raise _Bad(f"leaf {position}: its JSON does not match its leaf hash", position)
+            if index_marker(position) not in data:
+                raise _Bad(f"leaf {position}: its index field is not {position}", position)
+            append(h)
+            position += 1
+        # Push the chunk as perfect subtrees, stopping at every checkpoint size inside it.
+        cuts = [s for s in targets if chunk_start < s <= position]
+        segment_start = chunk_start
+        for cut in sorted({*cuts, position}):
+            if cut > segment_start:
+                for level, node_index in merkle.perfect_subtrees(segment_start, cut):
+                    lo = (node_index << level) - chunk_start
+                    sub = merkle.perfect_root(hashes[lo : lo + (1 << level)])
+                    compact.push_subtree(level, sub)
+                segment_start = cut
+            if cut in by_size:
+                last_good = _compare(compact, by_size[cut], last_good)
+    return position, compact.root()
+
+
+def _compare(
+    compact: merkle.CompactRange, checkpoints: list[_StoredCheckpoint], last_good: int
+) -> int:
+    root_hash = compact.root()
+    for cp in checkpoints:
+        if cp.root_hash != root_hash:
+            raise _Bad(
+                f"leaf {last_good}: leaves {last_good}..{cp.tree_size - 1} do not hash to the root "
+                f"signed in checkpoint {cp.id} (tree size {cp.tree_size})",
+                last_good,
+            )
+    return compact.size
+
+
+def _check_end(
+    size: int,
+    root_hash: bytes,
+    head_size: int,
+    head_root: bytes,
+    checkpoints: list[_StoredCheckpoint],
+) -> None:
+    signed_max = max((cp for cp in checkpoints), key=lambda cp: cp.tree_size, default=None)
+    if signed_max is not None and signed_max.tree_size > size:
+        raise _Bad(
+            f"leaf {size}: missing (log truncated below signed checkpoint {signed_max.id} "
+            f"of tree size {signed_max.tree_size})",
+            size,
+        )
+    if head_size > size:
+        raise _Bad(f"leaf {size}: missing (the log head says {head_size} leaves)", size)
+    if head_size < size:
+        raise _Bad(f"leaf {head_size}: stored beyond the log head ({head_size} leaves)", head_size)
+    if head_root != root_hash:
+        raise _Bad("log head: its compact range does not match the recomputed tree", None)
+
+
+# -- entry points for the CLI ------------------------------------------------------------
+
+
+def run_checkpoint(settings: Settings) -> str:
+    """``taxaddr audit checkpoint``: the latest signed checkpoint (made if the tree grew)."""
+    engine = make_engine(settings.database_url)
+    try:
+        with write_transaction(engine) as session:
+            return latest_checkpoint(session, _keystore(settings), settings)
+    finally:
+        engine.dispose()
+
+
+def run_verify(settings: Settings) -> VerifyReport:
+    """``taxaddr audit verify``: raises :class:`IntegrityError` naming the first bad place."""
+    engine = make_engine(settings.database_url)
+    try:
+        with write_transaction(engine) as session:
+            # A write transaction gives one consistent snapshot while appends wait.
+            report = verify_log(session, _keystore(settings), settings)
+    finally:
+        engine.dispose()
+    if not report.ok:
+        raise IntegrityError(report.message)
+    return report
+
+
+def run_prove(settings: Settings, leaf_index: int, size: int | None) -> dict[str, Any]:
+    """``taxaddr audit prove``: inclusion proof, by default at the latest checkpoint's size."""
+    engine = make_engine(settings.database_url)
+    try:
+        with write_transaction(engine) as session:
+            if size is None:
+                latest_checkpoint(session, _keystore(settings), settings)
+                size = tree_size(session)
+            return inclusion_proof_json(session, leaf_index, size)
+    finally:
+        engine.dispose()
+
+
+def run_vkey(settings: Settings) -> str:
+    """``taxaddr audit vkey``: the verifier key string for third parties."""
+    return verifier_key(_keystore(settings), settings)
+
+
+def _keystore(settings: Settings) -> KeyStore:
+    return open_keystore(settings.keys_dir, settings.keystore)
