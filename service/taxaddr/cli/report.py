@@ -1,10 +1,75 @@
-"""CLI: `taxaddr report` (placeholder until its issue lands)."""
+"""CLI: ``taxaddr report``: signed compliance reports and their verification."""
 
 from __future__ import annotations
 
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from taxaddr.config import get_settings
+from taxaddr.errors import UsageError
+from taxaddr.reports import compliance
+
+report_app = typer.Typer(help="Signed compliance reports for courts and oversight.")
+
+
+class ReportFormat(StrEnum):
+    json = "json"
+    csv = "csv"
+    pdf = "pdf"
+
+
+def _day(text: str, option: str) -> date:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is None or len(text) != 10:
+        raise UsageError(f"{option}: not a date (YYYY-MM-DD)")
+    return day
+
+
+@report_app.command("compliance")
+def report_compliance(
+    from_: Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")],
+    to: Annotated[str, typer.Option("--to", help="last UTC day, YYYY-MM-DD (inclusive)")],
+    out: Annotated[Path, typer.Option("--out", help="report file; the signature goes to FILE.sig")],
+    case: Annotated[str | None, typer.Option("--case", help="only this case number")] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="json, csv or pdf")
+    ] = ReportFormat.json,
+) -> None:
+    """Write a signed compliance report (FILE and its detached Ed25519 signature FILE.sig)."""
+    result = compliance.write_compliance_report(
+        get_settings(),
+        from_day=_day(from_, "--from"),
+        to_day=_day(to, "--to"),
+        fmt=fmt.value,
+        out=out,
+        case_number=case,
+    )
+    totals = result.report["totals"]
+    typer.echo(
+        f"wrote {out} and {compliance.signature_path(out)}: {totals['requests']} requests, "
+        f"{totals['disclosed']} disclosed, checkpoint tree size "
+        f"{result.report['checkpoint']['tree_size']}"
+    )
+
+
+@report_app.command("verify")
+def report_verify(
+    file: Annotated[
+        Path, typer.Argument(help="report file (json, csv or pdf); FILE.sig next to it")
+    ],
+) -> None:
+    """Check FILE.sig and recompute every count from the audit log (exit 1 naming a mismatch)."""
+    check = compliance.run_verify(get_settings(), file)
+    typer.echo(check.summary)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    del app
+    app.add_typer(report_app, name="report")
