@@ -1,0 +1,309 @@
+"""Verify a case reference (compact JWS) the way a careful verifier does: in numbered steps.
+
+1. size       the token is at most ``settings.case_max_token_bytes`` (16 KiB) of ASCII
+2. parse      three segments, strict base64url without padding, header and payload
+              UTF-8 JSON objects without duplicate member names
+3. header     allow-list: ``alg`` is ``EdDSA`` or ``ES256``; ``kid`` a string;
+              ``typ`` optional; ``jwk``/``jku``/``x5u``/``x5c``/``x5t``/``crit`` refused
+4. key        the trusted key registered for exactly (``iss``, ``kid``), inside its
+              validity window, for this ``alg`` (a key only ever vouches for its issuer)
+5. signature  over the exact bytes received
+6. claims     only now are claims read: a strict schema (types, lengths, TINs)
+7. audience   ``aud`` is ``"taxaddr"``
+8. time       ``nbf``/``exp``/``iat`` with the clock-skew allowance; lifetime cap
+9. revocation the ``jti`` is not revoked
+
+Verification stops at the first failing step and raises its
+:class:`~taxaddr.errors.CaseError`. Messages never echo token content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from taxaddr.cases import jws
+from taxaddr.cases.issuers import as_utc, to_utc
+from taxaddr.cases.models import CaseIssuer, CaseIssuerKey, RevokedCaseJti
+from taxaddr.config import Settings
+from taxaddr.crypto.envelope import subject_ref
+from taxaddr.errors import (
+    CaseAlgorithmForbidden,
+    CaseAudienceMismatch,
+    CaseExpired,
+    CaseIssuerUntrusted,
+    CaseNotYetValid,
+    CaseReferenceMalformed,
+    CaseRevoked,
+    CaseSignatureInvalid,
+    ImportRowError,
+)
+from taxaddr.store.normalize import normalize_tin
+
+AUDIENCE = "taxaddr"
+ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
+# Headers that would let the token choose its own key or processing rules.
+FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64"})
+MAX_NUMERIC_DATE = 2**53 - 1
+
+_Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
+_Period = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
+_Tin = Annotated[str, StringConstraints(min_length=9, max_length=11)]
+_Date = Annotated[int, Field(ge=0, le=MAX_NUMERIC_DATE)]
+
+
+class _CaseClaims(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    number: _Text
+    court: _Text
+    proceeding: Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"\S")]
+    statutes: Annotated[list[_Text], Field(min_length=1, max_length=64)]
+    agency: _Id
+    requesters: Annotated[list[_Id], Field(min_length=1, max_length=1000)]
+    subjects: Annotated[list[_Tin], Field(min_length=1, max_length=1000)]
+    tax_periods: Annotated[list[_Period], Field(min_length=1, max_length=100)]
+    max_disclosures: Annotated[int, Field(gt=0, le=1_000_000)]
+
+
+class _Claims(BaseModel):
+    # Unknown top-level claims are ignored (RFC 7519 section 4); the ``case`` object is ours
+    # and takes no unknown members.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    iss: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    aud: str
+    jti: _Id
+    iat: _Date
+    nbf: _Date
+    exp: _Date
+    case: _CaseClaims
+
+
+@dataclass(frozen=True)
+class VerifiedCase:
+    """The facts of a verified case reference. ``subjects`` stay in memory only."""
+
+    iss: str
+    kid: str
+    jti: str
+    token_sha256: str
+    number: str
+    court: str
+    proceeding: str
+    statutes: tuple[str, ...]
+    agency: str
+    requesters: tuple[str, ...]
+    tax_periods: tuple[str, ...]
+    max_disclosures: int
+    iat: int
+    nbf: int
+    exp: int
+    subjects: tuple[str, ...] = field(repr=False)
+
+    def subject_refs(self, pseudonym_key: bytes) -> list[str]:
+        return [subject_ref(pseudonym_key, tin) for tin in self.subjects]
+
+    def policy_case(self, pseudonym_key: bytes) -> dict[str, Any]:
+        """The policy input's ``case`` object (CONTRACT.md): subjects as keyed pseudonyms."""
+        return {
+            "iss": self.iss,
+            "jti": self.jti,
+            "iat": self.iat,
+            "nbf": self.nbf,
+            "exp": self.exp,
+            "number": self.number,
+            "court": self.court,
+            "proceeding": self.proceeding,
+            "statutes": list(self.statutes),
+            "agency": self.agency,
+            "requesters": list(self.requesters),
+            "subject_refs": self.subject_refs(pseudonym_key),
+            "tax_periods": list(self.tax_periods),
+            "max_disclosures": self.max_disclosures,
+        }
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+
+def verify_case_reference(
+    token: str, *, session: Session, settings: Settings, now: datetime | None = None
+) -> VerifiedCase:
+    """Verify ``token`` against the trusted-issuer set; raise the first failing step's error."""
+    now = datetime.now(UTC) if now is None else to_utc(now)
+    now_ts = int(now.timestamp())
+
+    raw = _step1_size(token, settings.case_max_token_bytes)
+    parsed = _step2_parse(raw)
+    alg, kid = _step3_header(parsed.header)
+    public_key = _step4_key(session, parsed.payload, alg, kid, now)
+    _step5_signature(alg, public_key, parsed)
+    claims, subjects = _step6_claims(parsed.payload)
+    _step7_audience(claims)
+    _step8_time(claims, now_ts, settings)
+    _step9_revocation(session, claims.jti)
+
+    case = claims.case
+    return VerifiedCase(
+        iss=claims.iss,
+        kid=kid,
+        jti=claims.jti,
+        token_sha256=hashlib.sha256(raw).hexdigest(),
+        number=case.number,
+        court=case.court,
+        proceeding=case.proceeding,
+        statutes=tuple(case.statutes),
+        agency=case.agency,
+        requesters=tuple(case.requesters),
+        tax_periods=tuple(case.tax_periods),
+        max_disclosures=case.max_disclosures,
+        iat=claims.iat,
+        nbf=claims.nbf,
+        exp=claims.exp,
+        subjects=subjects,
+    )
+
+
+def _step1_size(token: object, limit: int) -> bytes:
+    if not isinstance(token, str):
+        raise CaseReferenceMalformed("case reference is not a string")
+    if len(token) > limit:
+        raise CaseReferenceMalformed(f"case reference is larger than {limit} bytes")
+    try:
+        raw = token.encode("ascii")
+    except UnicodeEncodeError:
+        raise CaseReferenceMalformed("case reference has non-ASCII characters") from None
+    return raw
+
+
+def _step2_parse(raw: bytes) -> _Parsed:
+    parts = raw.split(b".")
+    if len(parts) != 3:
+        raise CaseReferenceMalformed("case reference must have three dot-separated segments")
+    try:
+        header = jws.strict_json_object(jws.b64url_decode(parts[0].decode("ascii")))
+        payload = jws.strict_json_object(jws.b64url_decode(parts[1].decode("ascii")))
+        signature = jws.b64url_decode(parts[2].decode("ascii"))
+    except jws.JoseFormatError as exc:
+        raise CaseReferenceMalformed(f"case reference is malformed: {exc}") from None
+    return _Parsed(header, payload, parts[0] + b"." + parts[1], signature)
+
+
+def _step3_header(header: dict[str, Any]) -> tuple[str, str]:
+    forbidden = FORBIDDEN_HEADERS & header.keys()
+    if forbidden:
+        raise CaseAlgorithmForbidden(
+            "header parameters that embed or point to keys, or 'crit', are not accepted: "
+            + ", ".join(sorted(forbidden))
+        )
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in jws.ALLOWED_ALGS:
+        raise CaseAlgorithmForbidden("alg must be EdDSA or ES256")
+    unknown = header.keys() - ALLOWED_HEADERS
+    if unknown:
+        raise CaseReferenceMalformed("header has parameters outside the allow-list alg, kid, typ")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise CaseReferenceMalformed("header needs a 'kid' string")
+    if "typ" in header and not isinstance(header["typ"], str):
+        raise CaseReferenceMalformed("header 'typ' must be a string")
+    return alg, kid
+
+
+def _step4_key(
+    session: Session, payload: dict[str, Any], alg: str, kid: str, now: datetime
+) -> bytes:
+    # The issuer is named by the (not yet verified) payload; the key is looked up under
+    # that exact issuer, so a key only ever vouches for tokens claiming its own issuer.
+    iss = payload.get("iss")
+    if not isinstance(iss, str) or not iss:
+        raise CaseReferenceMalformed("claim 'iss' must be a non-empty string")
+    row = session.execute(
+        select(
+            CaseIssuerKey.alg,
+            CaseIssuerKey.public_key,
+            CaseIssuerKey.not_before,
+            CaseIssuerKey.not_after,
+            CaseIssuerKey.removed_at,
+            CaseIssuer.removed_at,
+        )
+        .join(CaseIssuer, CaseIssuer.id == CaseIssuerKey.iss)
+        .where(CaseIssuerKey.iss == iss, CaseIssuerKey.kid == kid)
+    ).first()
+    if row is None:
+        raise CaseIssuerUntrusted("no trusted key for this issuer and kid")
+    key_alg, public_key, not_before, not_after, key_removed, issuer_removed = row
+    if key_removed is not None or issuer_removed is not None:
+        raise CaseIssuerUntrusted("the issuer or its key is no longer trusted")
+    nb, na = as_utc(not_before), as_utc(not_after)
+    if (nb is not None and now < nb) or (na is not None and now >= na):
+        raise CaseIssuerUntrusted("the issuer key is outside its validity window")
+    if key_alg != alg:
+        raise CaseAlgorithmForbidden("alg does not match the issuer key's algorithm")
+    return bytes(public_key)
+
+
+def _step5_signature(alg: str, public_key: bytes, parsed: _Parsed) -> None:
+    if not jws.signature_valid(alg, public_key, parsed.signing_input, parsed.signature):
+        raise CaseSignatureInvalid("case reference signature does not verify")
+
+
+def _step6_claims(payload: dict[str, Any]) -> tuple[_Claims, tuple[str, ...]]:
+    try:
+        claims = _Claims.model_validate(payload)
+    except ValidationError as exc:
+        # Location and kind only: the input values may be TINs.
+        first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "claims"
+        raise CaseReferenceMalformed(f"claim {where}: {first['type']}") from None
+    if claims.exp <= claims.nbf:
+        raise CaseReferenceMalformed("claim exp must be later than nbf")
+    subjects: list[str] = []
+    for i, tin in enumerate(claims.case.subjects):
+        try:
+            normalized = normalize_tin(tin)
+        except ImportRowError:
+            raise CaseReferenceMalformed(f"claim case.subjects.{i}: not a valid TIN") from None
+        if normalized not in subjects:
+            subjects.append(normalized)
+    return claims, tuple(subjects)
+
+
+def _step7_audience(claims: _Claims) -> None:
+    if claims.aud != AUDIENCE:
+        raise CaseAudienceMismatch(f"case reference is not addressed to {AUDIENCE!r}")
+
+
+def _step8_time(claims: _Claims, now_ts: int, settings: Settings) -> None:
+    skew = settings.case_clock_skew_seconds
+    if claims.exp - claims.nbf > settings.case_max_lifetime_days * 86_400:
+        raise CaseExpired(
+            f"case reference is valid for longer than {settings.case_max_lifetime_days} days"
+        )
+    if now_ts >= claims.exp + skew:
+        raise CaseExpired("case reference has expired")
+    if now_ts < claims.nbf - skew:
+        raise CaseNotYetValid("case reference is not valid yet")
+    if claims.iat > now_ts + skew:
+        raise CaseNotYetValid("case reference was issued in the future")
+
+
+def _step9_revocation(session: Session, jti: str) -> None:
+    revoked = session.execute(
+        select(RevokedCaseJti.jti).where(RevokedCaseJti.jti == jti)
+    ).first()
+    if revoked is not None:
+        raise CaseRevoked("case reference has been revoked")
