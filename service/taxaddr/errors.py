@@ -192,6 +192,13 @@ class DatabaseUnavailable(TaxaddrError):
     status = 503
 
 
+class ServiceUnreachable(TaxaddrError):
+    """`taxaddr request`: the API could not be reached (connection or TLS handshake failed)."""
+
+    code = "service_unreachable"
+    status = 503
+
+
 # The order in which the contract lists denial codes; a request with several
 # problems answers the first of its reasons in this order.
 CODE_ORDER: tuple[str, ...] = (
