@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap,
 )
 
+from taxaddr.config import Settings, get_settings
 from taxaddr.crypto import pki
 from taxaddr.errors import IntegrityError, KeyMaterialError
 
@@ -223,11 +224,23 @@ class FileKeyStore:
         self.report_signing_key()
 
 
-def open_keystore(keys_dir: Path, kind: str = "file") -> FileKeyStore:
-    """The one place the key store implementation is chosen."""
-    if kind != "file":
-        raise KeyMaterialError(f"key store {kind!r} is not available in this build")
-    return FileKeyStore(keys_dir)
+def open_keystore(
+    keys_dir: Path, kind: str = "file", settings: Settings | None = None
+) -> FileKeyStore:
+    """The one place the key store implementation is chosen.
+
+    ``pkcs11`` returns a :class:`~taxaddr.crypto.pkcs11_store.Pkcs11KeyStore` (a
+    FileKeyStore whose KEKs live in an HSM; module, token label and PIN come from
+    ``settings``, default :func:`taxaddr.config.get_settings`). See docs/pkcs11.md.
+    """
+    if kind == "file":
+        return FileKeyStore(keys_dir)
+    if kind == "pkcs11":
+        # lazy: pkcs11_store imports this module, and file-only installs never load pkcs11
+        from taxaddr.crypto.pkcs11_store import Pkcs11KeyStore  # noqa: PLC0415
+
+        return Pkcs11KeyStore.from_settings(settings or get_settings(), keys_dir)
+    raise KeyMaterialError(f"key store {kind!r} is not available in this build")
 
 
 # -- creation ---------------------------------------------------------------------------
