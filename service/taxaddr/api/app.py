@@ -1,0 +1,162 @@
+"""The FastAPI application: routes are thin; decisions live in :mod:`taxaddr.api.disclosure`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from taxaddr.api import audit_routes, handlers
+from taxaddr.api.deps import CurrentRequester, client_cert_der, get_service, get_trace
+from taxaddr.api.disclosure import DisclosureService, disclose, statute_allow_list
+from taxaddr.api.middleware import EdgeMiddleware
+from taxaddr.api.models import RequesterRow
+from taxaddr.api.ratelimit import RateLimiter
+from taxaddr.api.runtime import engine_for, keystore_for
+from taxaddr.api.schemas import DisclosureAnswer, DisclosureRequest, ErrorEnvelope, inline_schema
+from taxaddr.audit.log import read_head
+from taxaddr.config import Settings, get_settings
+from taxaddr.errors import (
+    AuditUnavailable,
+    DatabaseUnavailable,
+    KeyMaterialError,
+    PolicyUnavailable,
+    TaxaddrError,
+)
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": text}
+    for status, text in (
+        (403, "refused (contract code in the envelope)"),
+        (404, "no_unique_match"),
+        (409, "request_replayed"),
+        (413, "request_too_large"),
+        (422, "request_invalid"),
+        (429, "rate_limited (Retry-After header)"),
+        (503, "policy_unavailable, audit_unavailable, database_unavailable, keys_unavailable"),
+    )
+}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI application."""
+    settings = settings or get_settings()
+    svc = DisclosureService(
+        settings=settings,
+        engine=engine_for(settings),
+        keystore=keystore_for(settings),
+        limiter=RateLimiter(settings.rate_limit),
+        statute_labels=statute_allow_list(settings.policy_dir),
+    )
+    app = FastAPI(
+        title="taxaddr",
+        version="1",
+        summary="Per-record taxpayer address disclosure under 26 U.S.C. § 6103(i)(2), over mTLS",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.svc = svc
+    handlers.install(app)
+    app.include_router(_core_router())
+    app.include_router(audit_routes.router)
+    _include_oversight(app)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def _include_oversight(app: FastAPI) -> None:
+    """Mount the oversight router (dashboard, summary, reports, /metrics) when present."""
+    try:
+        module = importlib.import_module("taxaddr.oversight.routes")
+    except ModuleNotFoundError as exc:
+        if exc.name != "taxaddr.oversight.routes":
+            raise
+        return
+    router = getattr(module, "router", None)
+    if isinstance(router, APIRouter):
+        app.include_router(router)
+
+
+def _core_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (any certificate that passed the handshake)."""
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["health"], responses={503: _ERRORS[503]})
+    def readyz(request: Request) -> dict[str, Any]:
+        """200 only when the database, keys, policy engine and audit log are usable."""
+        return readiness(get_service(request))
+
+    @router.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request, _who: CurrentRequester) -> JSONResponse:
+        """The OpenAPI schema, for registered identities only."""
+        return JSONResponse(request.app.openapi())
+
+    @router.post(
+        "/v1/disclosures",
+        tags=["disclosures"],
+        response_model=DisclosureAnswer,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": inline_schema(DisclosureRequest)}},
+            }
+        },
+    )
+    async def post_disclosure(request: Request) -> Response:
+        """Request one taxpayer's address for a verified criminal case (role requester)."""
+        body = await request.body()
+        answer = await run_in_threadpool(
+            disclose, get_service(request), client_cert_der(request), body, get_trace(request)
+        )
+        return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+
+    return router
+
+
+def readiness(svc: DisclosureService) -> dict[str, Any]:
+    """Check every dependency; raise the first failing one's 503 error."""
+    try:
+        with svc.read_session() as session:
+            session.execute(select(RequesterRow.id).limit(1)).all()
+    except TaxaddrError:
+        raise
+    except Exception as exc:  # a missing table or dead server: not ready
+        raise DatabaseUnavailable("database not usable (migrated?)") from exc
+    try:
+        with svc.read_session() as session:
+            head = read_head(session)
+    except Exception as exc:
+        raise AuditUnavailable("audit log tables not usable") from exc
+    try:
+        svc.keystore.check()
+        svc.signer.sign({"readiness": True})
+    except KeyMaterialError:
+        raise
+    except Exception as exc:
+        raise KeyMaterialError("key material not usable") from exc
+    try:
+        svc.policy_engine().check()
+    except PolicyUnavailable:
+        raise
+    except Exception as exc:
+        raise PolicyUnavailable("policy engine not usable") from exc
+    try:
+        svc.keystore.audit_signing_key()
+    except Exception as exc:
+        raise AuditUnavailable("audit signing key not usable") from exc
+    return {
+        "status": "ready",
+        "checks": {"database": "ok", "keys": "ok", "policy": "ok", "audit": "ok"},
+        "audit_tree_size": head.tree_size,
+    }

@@ -1,0 +1,523 @@
+"""Where a disclosure is decided: ``POST /v1/disclosures`` without the HTTP.
+
+The steps follow DESIGN.md's data flow, in order, and stop at the first refusal:
+
+1. identity      verified cert fingerprint -> registered requester (unknown / revoked)
+2. rate limit    per-requester token bucket (429, no audit leaf)
+3. body          strict schema, TIN and name normalization (422, no audit leaf)
+4. role          only the ``requester`` role may ask (403 role_forbidden)
+5. case          the case reference verified against trusted issuers (403 case_*)
+6. policy        decision on verified facts only (403 first reason; 503 when unavailable)
+7. replay        request_id already used by this requester (409)
+8. match         uniform ``no_unique_match`` (404) for unknown TIN, name mismatch, ambiguity
+9. transaction   quota + audit leaf + encrypted accounting + replay guard, one commit
+10. answer       address, use restriction, audit reference and a signed receipt
+
+Policy refusals (4-6) happen before any store lookup, so a refused request
+never reveals whether a taxpayer exists. Every 200/403/404/409 answer to a
+registered identity appends exactly one audit leaf; 413/422/429/503 append none.
+Nothing is disclosed unless the audit leaf committed (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from taxaddr import metrics
+from taxaddr.api.identity import RequesterRecord, lookup_identity
+from taxaddr.api.models import UsedRequestId
+from taxaddr.api.ratelimit import RateLimiter
+from taxaddr.api.receipt import ReceiptSigner
+from taxaddr.api.schemas import DisclosureRequest, valid_request_id
+from taxaddr.audit.accounting import record_accounting
+from taxaddr.audit.leaf import LeafInput, case_number_hash
+from taxaddr.audit.log import AppendedLeaf, append_leaf
+from taxaddr.cases.usage import record_case, reserve_disclosure, usage
+from taxaddr.cases.verify import VerifiedCase, verify_case_reference
+from taxaddr.config import Settings
+from taxaddr.crypto.envelope import subject_ref
+from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.db import write_transaction
+from taxaddr.errors import (
+    CaseError,
+    CaseQuotaExhausted,
+    DatabaseUnavailable,
+    ImportRowError,
+    NoUniqueMatch,
+    PolicyDenied,
+    RequesterRevoked,
+    RequesterUnknown,
+    RequestInvalid,
+    RequestReplayed,
+    RoleForbidden,
+    TaxaddrError,
+    order_reasons,
+)
+from taxaddr.store.normalize import normalize_name, normalize_tin
+
+USE_RESTRICTION = (
+    "Return information disclosed under 26 U.S.C. § 6103(i)(2) for the criminal proceeding "
+    "or investigation named in the case reference only. Under § 6103(i)(2)(A) it may be used "
+    "solely by officers and employees personally and directly engaged in that proceeding or "
+    "investigation, and it must not be redisclosed except as 26 U.S.C. § 6103 permits; "
+    "safeguards of § 6103(p)(4) apply. Unauthorized inspection or disclosure is punishable "
+    "under 26 U.S.C. §§ 7213, 7213A and 7431."
+)
+UNKNOWN_POLICY_VERSION = "unknown"
+
+
+@dataclass
+class Trace:
+    """What the access log and metrics may know about one request (no PII)."""
+
+    request_id: str
+    requester_id: str | None = None
+    agency: str | None = None
+    role: str | None = None
+    outcome: str | None = None
+    code: str | None = None
+    leaf_index: int | None = None
+    client_request_id: str | None = None
+
+
+@dataclass
+class DisclosureService:
+    """Shared resources of the disclosure path (one per app)."""
+
+    settings: Settings
+    engine: Engine
+    keystore: FileKeyStore
+    limiter: RateLimiter
+    statute_labels: frozenset[str] = field(default_factory=frozenset)
+
+    @cached_property
+    def signer(self) -> ReceiptSigner:
+        return ReceiptSigner(self.keystore.audit_signing_key())
+
+    def policy_engine(self) -> Any:
+        from taxaddr.policy import get_policy_engine  # noqa: PLC0415  (lands with the policy area)
+
+        return get_policy_engine(self.settings)
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except OperationalError as exc:
+            raise DatabaseUnavailable("database unavailable") from exc
+
+
+@dataclass(frozen=True)
+class _Refusal(Exception):
+    """Internal: the write transaction must roll back and record a denial instead."""
+
+    error: TaxaddrError
+
+
+def disclose(
+    svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
+) -> dict[str, Any]:
+    """Decide one disclosure request; returns the 200 answer or raises a TaxaddrError."""
+    started = time.perf_counter()
+    try:
+        answer = _disclose(svc, cert_der, body, trace)
+    except TaxaddrError as exc:
+        code = getattr(exc, "first_code", exc.code)
+        trace.code = code
+        if trace.outcome is None:
+            trace.outcome = "error" if exc.status >= 500 else "denied"
+        _count(trace)
+        raise
+    finally:
+        metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    trace.outcome = "disclosed"
+    _count(trace)
+    return answer
+
+
+def _count(trace: Trace) -> None:
+    metrics.DISCLOSURE_REQUESTS.labels(
+        agency=trace.agency or "unknown",
+        outcome=trace.outcome or "error",
+        reason=trace.code or "none",
+    ).inc()
+
+
+def _disclose(
+    svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
+) -> dict[str, Any]:
+    # 1. identity
+    with svc.read_session() as session:
+        who = lookup_identity(session, cert_der)
+    if who is None:
+        raise RequesterUnknown("the client certificate is not registered")
+    trace.requester_id, trace.agency, trace.role = who.id, who.agency, who.role
+    if who.revoked:
+        request_id = _lenient_request_id(body) or trace.request_id
+        trace.client_request_id = request_id
+        raise _record_denial(svc, who, trace, request_id, RequesterRevoked(), ctx=None)
+
+    # 2. rate limit (no leaf: 429 is counted in metrics only)
+    svc.limiter.take(who.id)
+
+    # 3. body
+    req = _parse(body)
+    trace.client_request_id = req.request_id
+    tin, name = _normalize_subject(req)
+    pseudonym_key = svc.keystore.pseudonym_key()
+    ref = subject_ref(pseudonym_key, tin)
+    ctx = _LeafContext(statute=req.statute, subject_ref=ref)
+
+    # 4. role
+    if who.role != "requester":
+        raise _record_denial(svc, who, trace, req.request_id, RoleForbidden(), ctx=ctx)
+
+    with svc.read_session() as session:
+        # 5. case reference
+        try:
+            vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
+        except CaseError as exc:
+            raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
+        ctx.case = vc
+
+        # 6. policy (on verified facts only; no store access before it)
+        engine = svc.policy_engine()
+        decision = engine.decide(
+            build_policy_input(
+                who,
+                vc=vc,
+                req=req,
+                ref=ref,
+                disclosures_used=usage(session, vc.jti),
+                pseudonym_key=pseudonym_key,
+            )
+        )
+        ctx.policy_version = decision.policy_version
+        if not decision.allow:
+            reasons = order_reasons(list(decision.reasons)) or ["policy_denied"]
+            raise _record_denial(
+                svc, who, trace, req.request_id, PolicyDenied(reasons), ctx=ctx
+            ) from None
+
+        # 7. replay guard (checked again, authoritatively, inside the write transaction)
+        if _replayed(session, who.id, req.request_id):
+            raise _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
+
+        # 8. match (uniform: the store does the same work on every miss path)
+        from taxaddr.store.lookup import lookup_address  # noqa: PLC0415  (lands with the store)
+
+        try:
+            address = lookup_address(
+                session, svc.keystore, tin=tin, name=name, tax_periods=list(req.tax_periods)
+            )
+        except NoUniqueMatch:
+            address = None
+    if address is None:
+        trace.outcome = "no_match"
+        raise _record_no_match(svc, who, trace, req, ctx)
+
+    # 9. one write transaction: quota, audit leaf, accounting, replay guard
+    disclosure_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    try:
+        with write_transaction(svc.engine) as session:
+            record_case(session, vc)
+            _check_not_replayed(session, who.id, req.request_id)
+            _reserve_quota(session, vc)
+            leaf = append_leaf(
+                session,
+                _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
+            )
+            record_accounting(
+                session,
+                svc.keystore,
+                leaf.index,
+                {
+                    "disclosure_id": disclosure_id,
+                    "time": now.isoformat(),
+                    "request_id": req.request_id,
+                    "requester_id": who.id,
+                    "agency": who.agency,
+                    "case_jti": vc.jti,
+                    "case_number": vc.number,
+                    "court": vc.court,
+                    "statute": req.statute,
+                    "reason": req.reason,
+                    "tax_periods": list(req.tax_periods),
+                    "tin": tin,
+                    "name": name,
+                    "address": {
+                        "street": address.street,
+                        "city": address.city,
+                        "state": address.state,
+                        "zip": address.zip,
+                        "as_of": str(address.as_of),
+                    },
+                },
+            )
+            session.add(
+                UsedRequestId(
+                    requester_id=who.id,
+                    request_id=req.request_id,
+                    leaf_index=leaf.index,
+                    used_at=now,
+                )
+            )
+            session.flush()
+    except _Refusal as refusal:
+        raise _record_denial(svc, who, trace, req.request_id, refusal.error, ctx=ctx) from None
+    except SAIntegrityError:
+        # A concurrent request with the same request_id committed first.
+        raise _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx) from None
+    except CaseError as exc:
+        raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
+
+    # 10. answer (only after the audit leaf committed)
+    trace.leaf_index = leaf.index
+    statute_label = metrics.bounded(req.statute, svc.statute_labels or {req.statute})
+    metrics.DISCLOSURES.labels(agency=who.agency, statute=statute_label).inc()
+    return {
+        "disclosure_id": disclosure_id,
+        "case_number": vc.number,
+        "address": {
+            "street": address.street,
+            "city": address.city,
+            "state": address.state,
+            "zip": address.zip,
+            "as_of": str(address.as_of),
+        },
+        "use_restriction": USE_RESTRICTION,
+        "audit": {
+            "leaf_index": leaf.index,
+            "leaf_hash": leaf.leaf_hash.hex(),
+            "tree_size": leaf.tree_size,
+        },
+        "receipt": svc.signer.sign(
+            {
+                "disclosure_id": disclosure_id,
+                "request_id": req.request_id,
+                "requester_id": who.id,
+                "case_jti": vc.jti,
+                "leaf_index": leaf.index,
+                "leaf_hash": leaf.leaf_hash.hex(),
+                "tree_size": leaf.tree_size,
+                "iat": int(now.timestamp()),
+                "time": leaf.leaf["time"],
+            }
+        ),
+    }
+
+
+def build_policy_input(
+    who: RequesterRecord,
+    *,
+    vc: VerifiedCase,
+    req: DisclosureRequest,
+    ref: str,
+    disclosures_used: int,
+    pseudonym_key: bytes,
+) -> dict[str, Any]:
+    """The contract's policy input, built only from verified facts (no TIN, name, address)."""
+    return {
+        "now": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "requester": {"id": who.id, "agency": who.agency, "role": who.role},
+        "case": vc.policy_case(pseudonym_key),
+        "case_usage": {"disclosures": disclosures_used},
+        "request": {
+            "subject_ref": ref,
+            "address_complete": req.address_complete(),
+            "tax_periods": list(req.tax_periods),
+            "statute": req.statute,
+            "reason": req.reason,
+        },
+    }
+
+
+# -- parsing --------------------------------------------------------------------------
+
+
+def _parse(body: bytes) -> DisclosureRequest:
+    try:
+        return DisclosureRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestInvalid(describe_validation(exc.errors(include_input=False))) from None
+
+
+def describe_validation(errors: Any) -> str:
+    """First schema error as ``location: problem`` (never the offending value)."""
+    for err in errors:
+        loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        msg = str(err.get("msg", "invalid"))
+        return f"request body invalid at {loc}: {msg}" if loc else f"request body invalid: {msg}"
+    return "request body invalid"
+
+
+def _normalize_subject(req: DisclosureRequest) -> tuple[str, str]:
+    try:
+        tin = normalize_tin(req.subject.tin)
+    except ImportRowError:
+        raise RequestInvalid("request body invalid at subject.tin: not an SSN or ITIN") from None
+    try:
+        name = normalize_name(req.subject.name)
+    except ImportRowError as exc:
+        raise RequestInvalid(f"request body invalid at subject.name: {exc.problem}") from None
+    return tin, name
+
+
+def _lenient_request_id(body: bytes) -> str | None:
+    """The body's request_id if it is a well-formed one (for refusals before parsing)."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return valid_request_id(obj.get("request_id")) if isinstance(obj, dict) else None
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+@dataclass
+class _LeafContext:
+    statute: str | None = None
+    subject_ref: str | None = None
+    case: VerifiedCase | None = None
+    policy_version: str = UNKNOWN_POLICY_VERSION
+
+
+def _leaf(
+    who: RequesterRecord,
+    request_id: str,
+    *,
+    ctx: _LeafContext | None,
+    outcome: str,
+    reasons: tuple[str, ...],
+    now: datetime | None = None,
+) -> LeafInput:
+    case = ctx.case if ctx else None
+    return LeafInput(
+        request_id=request_id,
+        requester_id=who.id,
+        agency=who.agency,
+        role=who.role,
+        case_jti=case.jti if case else None,
+        case_number_hash=case_number_hash(case.number) if case else None,
+        statute=ctx.statute if ctx else None,
+        outcome=outcome,
+        reason_codes=reasons,
+        subject_ref=ctx.subject_ref if ctx else None,
+        policy_version=ctx.policy_version if ctx else UNKNOWN_POLICY_VERSION,
+        time=now,
+    )
+
+
+def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> AppendedLeaf:
+    with write_transaction(svc.engine) as session:
+        return append_leaf(session, leaf)
+
+
+def _record_denial(
+    svc: DisclosureService,
+    who: RequesterRecord,
+    trace: Trace,
+    request_id: str,
+    error: TaxaddrError,
+    *,
+    ctx: _LeafContext | None,
+) -> TaxaddrError:
+    """Append the denial's audit leaf (own transaction) and return the error to raise."""
+    reasons = tuple(error.reasons) if isinstance(error, PolicyDenied) else (error.code,)
+    appended = _append_own_transaction(
+        svc, _leaf(who, request_id, ctx=ctx, outcome="denied", reasons=reasons)
+    )
+    trace.outcome = "denied"
+    trace.leaf_index = appended.index
+    return error
+
+
+def _record_no_match(
+    svc: DisclosureService,
+    who: RequesterRecord,
+    trace: Trace,
+    req: DisclosureRequest,
+    ctx: _LeafContext,
+) -> TaxaddrError:
+    now = datetime.now(UTC)
+    try:
+        with write_transaction(svc.engine) as session:
+            _check_not_replayed(session, who.id, req.request_id)
+            leaf = append_leaf(
+                session,
+                _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
+            )
+            session.add(
+                UsedRequestId(
+                    requester_id=who.id,
+                    request_id=req.request_id,
+                    leaf_index=leaf.index,
+                    used_at=now,
+                )
+            )
+            session.flush()
+    except (_Refusal, SAIntegrityError):
+        trace.outcome = None
+        return _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
+    trace.leaf_index = leaf.index
+    return NoUniqueMatch()
+
+
+def _check_not_replayed(session: Session, requester_id: str, request_id: str) -> None:
+    if _replayed(session, requester_id, request_id):
+        raise _Refusal(RequestReplayed())
+
+
+def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
+    if not reserve_disclosure(session, vc):
+        raise _Refusal(CaseQuotaExhausted())
+
+
+def _replayed(session: Session, requester_id: str, request_id: str) -> bool:
+    found = session.execute(
+        select(UsedRequestId.leaf_index).where(
+            UsedRequestId.requester_id == requester_id, UsedRequestId.request_id == request_id
+        )
+    ).first()
+    return found is not None
+
+
+def statute_allow_list(policy_dir: Path) -> frozenset[str]:
+    """Designated statutes from the policy data document: the bounded metrics label set."""
+    for candidate in sorted(policy_dir.glob("*.json")):
+        try:
+            data = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        statutes = data.get("taxaddr", {}).get("policy_data", {}).get("criminal_statutes")
+        if isinstance(statutes, dict):
+            return frozenset(str(k) for k in statutes)
+    return frozenset()
+
+
+__all__ = [
+    "USE_RESTRICTION",
+    "DisclosureService",
+    "Trace",
+    "build_policy_input",
+    "disclose",
+    "statute_allow_list",
+]

@@ -1,0 +1,147 @@
+"""Who is calling: verified client certificate -> registered requester.
+
+The TLS layer has already verified the certificate chain against the client CA
+(and refused expired or foreign certificates at the handshake). Here the
+certificate's SHA-256 fingerprint selects a registered identity. Roles come
+only from this registration, never from anything in a request.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from taxaddr.api.models import ROLES, RequesterRow
+from taxaddr.crypto import pki
+from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_AGENCY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Requester:
+    """A registered, currently valid identity."""
+
+    id: str
+    agency: str
+    role: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class RequesterRecord:
+    """A registration as stored (may be revoked)."""
+
+    id: str
+    agency: str
+    role: str
+    fingerprint: str
+    revoked: bool
+
+
+def lookup_identity(session: Session, cert_der: bytes | None) -> RequesterRecord | None:
+    """The registration of a verified peer certificate (revoked or not), or None.
+
+    Read from the database on every request, so a revocation by the CLI takes
+    effect on the next request of a running server.
+    """
+    if not cert_der:
+        return None
+    fingerprint = pki.fingerprint_der(cert_der)
+    row = session.execute(
+        select(RequesterRow).where(RequesterRow.fingerprint == fingerprint)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    return RequesterRecord(
+        id=row.id,
+        agency=row.agency,
+        role=row.role,
+        fingerprint=fingerprint,
+        revoked=row.revoked_at is not None,
+    )
+
+
+def identify(session: Session, cert_der: bytes | None) -> Requester:
+    """Map a verified peer certificate to a valid requester, or refuse."""
+    record = lookup_identity(session, cert_der)
+    if record is None:
+        raise RequesterUnknown("the client certificate is not registered")
+    if record.revoked:
+        raise RequesterRevoked("the client identity has been revoked")
+    return Requester(record.id, record.agency, record.role, record.fingerprint)
+
+
+def validate_registration(requester_id: str, agency: str, role: str) -> None:
+    if not _ID_RE.fullmatch(requester_id):
+        raise UsageError("--id: 1-64 characters: letters, digits, '.', '_' or '-'")
+    if not _AGENCY_RE.fullmatch(agency):
+        raise UsageError("--agency: 1-64 characters: letters, digits, space, '.', '_', '/' or '-'")
+    if role not in ROLES:
+        raise UsageError(f"--role: one of {', '.join(ROLES)}")
+
+
+def get_record(session: Session, requester_id: str) -> RequesterRecord | None:
+    row = session.get(RequesterRow, requester_id)
+    if row is None:
+        return None
+    return RequesterRecord(
+        id=row.id,
+        agency=row.agency,
+        role=row.role,
+        fingerprint=row.fingerprint,
+        revoked=row.revoked_at is not None,
+    )
+
+
+def add_requester(
+    session: Session, *, requester_id: str, agency: str, role: str, cert: x509.Certificate
+) -> RequesterRecord:
+    """Register ``cert`` as ``requester_id``; the caller commits."""
+    validate_registration(requester_id, agency, role)
+    fingerprint = pki.fingerprint(cert)
+    if session.get(RequesterRow, requester_id) is not None:
+        raise UsageError(f"requester {requester_id} is already registered")
+    clash = session.execute(
+        select(RequesterRow.id).where(RequesterRow.fingerprint == fingerprint)
+    ).scalar_one_or_none()
+    if clash is not None:
+        raise UsageError("this certificate is already registered to another requester")
+    session.add(
+        RequesterRow(
+            id=requester_id,
+            fingerprint=fingerprint,
+            agency=agency,
+            role=role,
+            created_at=datetime.now(UTC),
+            revoked_at=None,
+        )
+    )
+    session.flush()
+    return RequesterRecord(requester_id, agency, role, fingerprint, revoked=False)
+
+
+def revoke_requester(session: Session, requester_id: str) -> bool:
+    """Revoke; returns False when it was already revoked. Unknown ids are an error."""
+    row = session.get(RequesterRow, requester_id)
+    if row is None:
+        raise UsageError(f"requester {requester_id} is not registered")
+    if row.revoked_at is not None:
+        return False
+    session.execute(
+        update(RequesterRow)
+        .where(RequesterRow.id == requester_id)
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return True
+
+
+def registered_agencies(session: Session) -> set[str]:
+    """Agencies of every registration: the bounded label set for metrics."""
+    return set(session.execute(select(RequesterRow.agency).distinct()).scalars())
