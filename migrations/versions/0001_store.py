@@ -16,7 +16,12 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "address_records",
-        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=False,
+            nullable=False,
+        ),
         sa.Column("blind_index", sa.LargeBinary(length=32), nullable=False),
         sa.Column("tax_period", sa.String(length=4), nullable=False),
         sa.Column("as_of", sa.Date(), nullable=False),

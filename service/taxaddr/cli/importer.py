@@ -1,10 +1,88 @@
-"""CLI: `taxaddr importer` (placeholder until its issue lands)."""
+"""CLI: ``taxaddr import FILE``: validate, encrypt and store address records."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from taxaddr.config import get_settings
+from taxaddr.crypto.keystore import open_keystore
+from taxaddr.db import make_engine
+from taxaddr.store.importer import DEFAULT_BATCH_SIZE, RowProblem, import_file
+
+
+def import_command(
+    file: Annotated[Path, typer.Argument(help="CSV (.csv) or JSONL (.jsonl/.ndjson) file")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="stop at the first bad row (its batch is not written)")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="rows per committed batch")
+    ] = DEFAULT_BATCH_SIZE,
+) -> None:
+    """Import address records (columns: tin,name,street,city,state,zip,tax_period,as_of).
+
+    Bad rows are reported on stderr as 'line N: <field>: <what is wrong>', never with
+    their values. Exit status 0 only when every row was imported.
+    """
+    settings = get_settings()
+    keystore = open_keystore(settings.keys_dir, settings.keystore)
+    engine = make_engine(settings.database_url)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        total = file.stat().st_size if file.is_file() else None
+    except OSError:
+        total = None
+    progress = Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]} rows"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+    def on_problem(problem: RowProblem) -> None:
+        err.print(str(problem), markup=False)
+
+    try:
+        with progress:
+            task = progress.add_task("import", total=total, rows=0)
+
+            def on_progress(done: int, rows: int) -> None:
+                progress.update(task, completed=done, rows=rows)
+
+            report = import_file(
+                engine,
+                keystore,
+                file,
+                strict=strict,
+                batch_size=batch_size,
+                on_problem=on_problem,
+                on_progress=on_progress,
+            )
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"imported {report.imported} of {report.rows} rows "
+        f"({report.inserted} new, {report.updated} updated, {report.unchanged} unchanged)"
+    )
+    if report.stopped_at is not None:
+        err.print(
+            f"stopped at line {report.stopped_at} (--strict); "
+            "the rows of its batch were not written",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    if report.refused:
+        err.print(f"{report.refused} rows refused", markup=False)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    del app
+    app.command("import")(import_command)

@@ -60,8 +60,16 @@ class KeyStore(Protocol):
         """Wrap ``data_key`` under the current KEK; returns (kek_version, wrapped)."""
         ...
 
+    def wrap_with(self, version: int, data_key: bytes) -> bytes:
+        """Wrap under a given KEK version (batch writers fetch the version once)."""
+        ...
+
     def unwrap(self, kek_version: int, wrapped: bytes) -> bytes:
         """Unwrap; raises :class:`IntegrityError` if tampered, KeyMaterialError if absent."""
+        ...
+
+    def kek_versions(self) -> list[int]:
+        """Active (not retired) KEK versions, ascending."""
         ...
 
     def blind_index_key(self) -> bytes: ...

@@ -17,8 +17,18 @@ and the importer needs ``as_of`` to keep the newest address without decrypting.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import cast
 
-from sqlalchemy import Date, DateTime, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from taxaddr.db import Base
@@ -30,7 +40,11 @@ class AddressRecord(Base):
     __tablename__ = ADDRESS_TABLE
     __table_args__ = (UniqueConstraint("blind_index", "tax_period"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Assigned by the importer (max + 1 under its write lock) so the id is known
+    # before sealing; an INTEGER key is SQLite's rowid, so inserts append.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
     blind_index: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False)
     tax_period: Mapped[str] = mapped_column(String(4), nullable=False)
     as_of: Mapped[date] = mapped_column(Date, nullable=False)
@@ -42,6 +56,6 @@ class AddressRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
-address_records = AddressRecord.__table__
+address_records: Table = cast(Table, AddressRecord.__table__)
 
 __all__ = ["ADDRESS_TABLE", "AddressRecord", "address_records"]
