@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from taxaddr.config import get_settings
-from taxaddr.crypto.keystore import init_dev_keys
+from taxaddr.crypto.keystore import init_dev_keys, open_keystore
+from taxaddr.db import make_engine
+from taxaddr.store.rotation import DEFAULT_BATCH_SIZE, rotate_kek
 
 keys_app = typer.Typer(help="Create and rotate key material.", no_args_is_help=True)
 
@@ -19,6 +23,35 @@ def keys_init() -> None:
         typer.echo(f"created in {settings.keys_dir}: {', '.join(created)}")
     else:
         typer.echo(f"key material already present in {settings.keys_dir}; nothing changed")
+
+
+@keys_app.command("rotate-kek")
+def keys_rotate_kek(
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="data keys re-wrapped per transaction")
+    ] = DEFAULT_BATCH_SIZE,
+) -> None:
+    """New KEK version; re-wrap every data key under it; retire KEKs no record uses.
+
+    Resumable: records still on an old KEK after an interrupted run are re-wrapped
+    by the next run. Ciphertexts are not touched.
+    """
+    settings = get_settings()
+    keystore = open_keystore(settings.keys_dir, settings.keystore)
+    engine = make_engine(settings.database_url)
+    try:
+        report = rotate_kek(engine, keystore, batch_size=batch_size)
+    finally:
+        engine.dispose()
+    retired = ", ".join(f"v{v}" for v in report.retired) or "none"
+    typer.echo(
+        f"KEK v{report.new_version} is current; re-wrapped {report.rewrapped} data keys; "
+        f"retired: {retired}"
+    )
+    if report.still_in_use:
+        kept = ", ".join(f"v{v}" for v in report.still_in_use)
+        typer.echo(f"still in use (run rotate-kek again): {kept}", err=True)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,17 +15,15 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.db import is_sqlite
 from taxaddr.errors import DatabaseUnavailable, ImportRowError, UsageError
 from taxaddr.store.models import address_records
 from taxaddr.store.normalize import (
@@ -39,6 +37,7 @@ from taxaddr.store.normalize import (
     normalize_zip,
 )
 from taxaddr.store.records import AddressFields, BlindIndexer, seal_record
+from taxaddr.store.tx import write_connection
 
 COLUMNS: tuple[str, ...] = (
     "tin",
@@ -53,12 +52,6 @@ COLUMNS: tuple[str, ...] = (
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-# Serializes importers on PostgreSQL (SQLite uses BEGIN IMMEDIATE for the same).
-_PG_IMPORT_LOCK = 0x7461786164647201
-_SQLITE_CACHE_KIB = 64 * 1024
-_SQLITE_CHECKPOINT_PAGES = 16_384
-
-
 @dataclass(frozen=True, slots=True)
 class RowProblem:
     """A refused row: its physical line, the column and the rule (never the value)."""
@@ -225,25 +218,6 @@ def validate_record(line: int, record: Mapping[str, object]) -> ImportRow:
 # -- writing ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _write_connection(engine: Engine) -> Iterator[Connection]:
-    """One write transaction; importers are serialized against each other."""
-    try:
-        if is_sqlite(engine):
-            with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
-                # Bulk writes touch the blind-index B-tree at random places: a larger
-                # page cache and rarer WAL checkpoints keep each batch cheap.
-                conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
-                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {_SQLITE_CHECKPOINT_PAGES}")
-                yield conn
-        else:
-            with engine.begin() as conn:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_IMPORT_LOCK})
-                yield conn
-    except OperationalError as exc:
-        raise DatabaseUnavailable("database unavailable during import") from exc
-
-
 _SELECT_EXISTING = select(
     address_records.c.id,
     address_records.c.blind_index,
@@ -353,7 +327,7 @@ class BatchWriter:
         # Sorted by blind index: the B-tree is then walked in order, not at random.
         indexed = sorted(((self.index(r.tin), r) for r in newest.values()), key=_first)
         try:
-            with _write_connection(self.engine) as conn:
+            with write_connection(self.engine) as conn:
                 inserted, updated = self._write(conn, indexed)
         except SQLAlchemyError as exc:
             # Only the type: driver messages can echo bound parameters.

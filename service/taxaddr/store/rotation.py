@@ -1,0 +1,109 @@
+"""KEK rotation: re-wrap every record's data key under a new KEK version.
+
+Ciphertexts are not touched (the KEK version is not part of their associated
+data). Work is done in batches, each its own transaction; every new wrap is
+checked by unwrapping it again before it is written, and a row is only
+updated if it still holds the wrapped key that was read. A run that stops
+half-way leaves every record readable (each row is on its old or on the new
+KEK, both still present); the next run re-wraps whatever is still on an old
+version. An old KEK is retired only once no row uses it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.errors import DatabaseUnavailable, IntegrityError, UsageError
+from taxaddr.store.models import address_records
+from taxaddr.store.tx import write_connection
+
+DEFAULT_BATCH_SIZE = 1000
+
+_t = address_records
+_SELECT_BATCH = (
+    select(_t.c.id, _t.c.kek_version, _t.c.wrapped_key)
+    .where(_t.c.id > bindparam("after"), _t.c.kek_version != bindparam("target"))
+    .order_by(_t.c.id)
+    .limit(bindparam("n"))
+)
+_UPDATE = update(_t).where(
+    and_(
+        _t.c.id == bindparam("b_id"),
+        _t.c.kek_version == bindparam("b_old"),
+        _t.c.wrapped_key == bindparam("b_wrapped"),
+    )
+)
+_VERSIONS_IN_USE = select(_t.c.kek_version).distinct()
+
+
+@dataclass
+class RotationReport:
+    new_version: int
+    rewrapped: int = 0
+    retired: list[int] = field(default_factory=list)
+    still_in_use: list[int] = field(default_factory=list)
+
+
+def rotate_kek(
+    engine: Engine,
+    keystore: KeyStore,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Callable[[int], None] | None = None,
+) -> RotationReport:
+    """Make a new KEK current, re-wrap every data key under it, retire unused old KEKs."""
+    if not 1 <= batch_size <= 100_000:
+        raise UsageError("--batch-size must be between 1 and 100000")
+    keystore.current_kek_version()  # refuse early when there is no KEK at all
+    target = keystore.new_kek_version()
+    report = RotationReport(new_version=target)
+    after = -1
+    try:
+        while True:
+            with write_connection(engine) as conn:
+                batch = conn.execute(
+                    _SELECT_BATCH, {"after": after, "target": target, "n": batch_size}
+                ).all()
+                if not batch:
+                    break
+                params = []
+                for record_id, old_version, wrapped in batch:
+                    data_key = keystore.unwrap(old_version, bytes(wrapped))
+                    rewrapped = keystore.wrap_with(target, data_key)
+                    if not hmac.compare_digest(keystore.unwrap(target, rewrapped), data_key):
+                        raise IntegrityError("a re-wrapped data key did not unwrap to itself")
+                    params.append(
+                        {
+                            "b_id": record_id,
+                            "b_old": old_version,
+                            "b_wrapped": wrapped,
+                            "kek_version": target,
+                            "wrapped_key": rewrapped,
+                        }
+                    )
+                conn.execute(_UPDATE, params)
+                after = batch[-1][0]
+            report.rewrapped += len(batch)
+            if on_progress is not None:
+                on_progress(report.rewrapped)
+        with engine.connect() as conn:
+            in_use = {int(v) for v in conn.execute(_VERSIONS_IN_USE).scalars()}
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(
+            f"database error during KEK rotation ({type(exc).__name__})"
+        ) from None
+    for version in keystore.kek_versions():
+        if version == target:
+            continue
+        if version in in_use:
+            report.still_in_use.append(version)
+        else:
+            keystore.retire_kek(version)
+            report.retired.append(version)
+    return report
