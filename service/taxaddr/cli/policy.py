@@ -1,10 +1,40 @@
-"""CLI: `taxaddr policy` (placeholder until its issue lands)."""
+"""CLI: ``taxaddr policy``: evaluate the disclosure policy, build an OPA bundle."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from taxaddr.config import get_settings
+from taxaddr.policy.service import build_bundle, evaluate_file
+
+policy_app = typer.Typer(help="Evaluate the disclosure policy; build OPA bundles.",
+                         no_args_is_help=True)
+
+
+@policy_app.command("eval")
+def policy_eval(
+    input_file: Annotated[
+        Path, typer.Option("--input", help="JSON input document (any JSON value).")
+    ],
+) -> None:
+    """Evaluate the policy with the configured engine; print {allow, reasons} (exit 0 on deny)."""
+    decision = evaluate_file(get_settings(), input_file)
+    typer.echo(json.dumps(decision.as_json()))
+
+
+@policy_app.command("bundle")
+def policy_bundle(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the bundle (tar.gz).")],
+) -> None:
+    """Build an OPA bundle (tar.gz with .manifest revision and roots) of the policy directory."""
+    info = build_bundle(get_settings(), out)
+    typer.echo(f"wrote {info.path} (revision {info.revision}; roots {', '.join(info.roots)})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    del app
+    app.add_typer(policy_app, name="policy")

@@ -1,0 +1,41 @@
+"""What the ``taxaddr policy`` commands do (the CLI only parses and renders)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from taxaddr.config import Settings
+from taxaddr.errors import UsageError
+from taxaddr.policy import get_policy_engine
+from taxaddr.policy.bundle import BundleInfo, write_bundle
+from taxaddr.policy.engine import Decision
+from taxaddr.policy.sources import load_sources
+
+
+def evaluate_file(settings: Settings, path: Path) -> Decision:
+    """Evaluate the policy on the JSON document in ``path`` with the configured engine.
+
+    Any JSON value is evaluated (missing or wrongly typed fields are denied by
+    the policy); a file that cannot be read or is not JSON is a UsageError.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read input file {path} ({type(exc).__name__})") from None
+    try:
+        document: Any = json.loads(text, parse_constant=_reject_constant)
+    except ValueError:
+        raise UsageError(f"input file {path} is not JSON") from None
+    return get_policy_engine(settings).decide(document)
+
+
+def build_bundle(settings: Settings, out: Path) -> BundleInfo:
+    """Write an OPA bundle of ``settings.policy_dir`` to ``out``."""
+    return write_bundle(load_sources(settings.policy_dir), out)
+
+
+def _reject_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259), though Python's parser accepts them.
+    raise ValueError(name)
