@@ -1,0 +1,240 @@
+"""What the oversight dashboard shows, computed without any HTTP or HTML.
+
+Everything here is a count by day, agency, statute, outcome or reason code, the
+per-case quota table and the audit log's checkpoint; never a subject pseudonym,
+TIN, name or address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from taxaddr.oversight import charts, queries
+from taxaddr.oversight.summary import summarize
+from taxaddr.oversight.verification import VerificationResult
+
+DEFAULT_DAYS = 30
+NEAR_QUOTA = 0.8
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    name: str
+    requests: int
+    disclosed: int
+    denied: int
+    no_match: int
+    error: int
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: str
+    requests: int
+    disclosed: int
+    denied: int
+    no_match: int
+    error: int
+
+
+@dataclass(frozen=True)
+class CaseQuota:
+    number: str
+    court: str
+    used: int
+    quota: int
+
+    @property
+    def percent(self) -> int:
+        return 100 if self.quota <= 0 else min(100, round(100 * self.used / self.quota))
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.quota - self.used)
+
+
+@dataclass(frozen=True)
+class CheckpointView:
+    tree_size: int
+    root_hash: str
+    note: str
+    verification: VerificationResult | None
+
+
+@dataclass
+class DashboardView:
+    period_from: str
+    period_to: str
+    generated_at: str
+    totals: dict[str, int]
+    days: list[DayCounts]
+    agencies: list[GroupCounts]
+    statutes: list[GroupCounts]
+    reasons: list[tuple[str, int]]
+    cases_near_quota: list[CaseQuota]
+    cases_total: int
+    checkpoint: CheckpointView
+    charts: dict[str, Markup] = field(default_factory=dict)
+
+
+def default_period(today: date | None = None) -> tuple[date, date]:
+    end = today or datetime.now(UTC).date()
+    return end - timedelta(days=DEFAULT_DAYS - 1), end
+
+
+def _group(rows: Iterable[Mapping[str, Any]], key: str) -> list[GroupCounts]:
+    acc: dict[str, dict[str, int]] = {}
+    for row in rows:
+        name = row[key] or "(none)"
+        counts = acc.setdefault(name, dict.fromkeys(queries.OUTCOMES, 0))
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + row["count"]
+    out = [
+        GroupCounts(name, sum(c.values()), c["disclosed"], c["denied"], c["no_match"], c["error"])
+        for name, c in acc.items()
+    ]
+    return sorted(out, key=lambda g: (-g.requests, g.name))
+
+
+def _days(from_day: date, to_day: date, rows: Iterable[Mapping[str, Any]]) -> list[DayCounts]:
+    acc: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts = acc.setdefault(row["day"], dict.fromkeys(queries.OUTCOMES, 0))
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + row["count"]
+    out = []
+    day = from_day
+    while day <= to_day:
+        c = acc.get(day.isoformat(), dict.fromkeys(queries.OUTCOMES, 0))
+        out.append(
+            DayCounts(
+                day.isoformat(),
+                sum(c.values()),
+                c["disclosed"],
+                c["denied"],
+                c["no_match"],
+                c["error"],
+            )
+        )
+        day += timedelta(days=1)
+    return out
+
+
+def build_view(
+    session: Session,
+    from_day: date,
+    to_day: date,
+    *,
+    checkpoint: CheckpointView,
+    now: datetime | None = None,
+) -> DashboardView:
+    summary = summarize(session, from_day, to_day)
+    rows = summary["rows"]
+    reasons: dict[str, int] = {}
+    for row in rows:
+        if row["outcome"] != "disclosed":
+            reason = row["reason"] or row["outcome"]
+            reasons[reason] = reasons.get(reason, 0) + row["count"]
+    cases = queries.all_case_refs(session)
+    near = [
+        CaseQuota(c.number, c.court, c.disclosures_used, c.max_disclosures)
+        for c in cases
+        if c.max_disclosures <= 0 or c.disclosures_used >= NEAR_QUOTA * c.max_disclosures
+    ]
+    near.sort(key=lambda c: (-c.percent, c.remaining, c.number))
+    view = DashboardView(
+        period_from=from_day.isoformat(),
+        period_to=to_day.isoformat(),
+        generated_at=(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        totals=summary["totals"],
+        days=_days(from_day, to_day, rows),
+        agencies=_group(rows, "agency"),
+        statutes=_group(rows, "statute"),
+        reasons=sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])),
+        cases_near_quota=near,
+        cases_total=len(cases),
+        checkpoint=checkpoint,
+    )
+    view.charts = {
+        "per_day": charts.daily_bars(
+            [d.day for d in view.days],
+            {
+                "disclosed": [d.disclosed for d in view.days],
+                "refused": [d.denied for d in view.days],
+                "no unique match": [d.no_match for d in view.days],
+            },
+            {
+                "disclosed": charts.DISCLOSED_COLOR,
+                "refused": charts.REFUSED_COLOR,
+                "no unique match": charts.NO_MATCH_COLOR,
+            },
+            title="Disclosures and refusals per day",
+        ),
+        "agency": charts.horizontal_bars(
+            [(g.name, g.disclosed) for g in view.agencies],
+            title="Addresses disclosed, by agency",
+            color=charts.DISCLOSED_COLOR,
+        ),
+        "agency_refused": charts.horizontal_bars(
+            [(g.name, g.denied) for g in view.agencies],
+            title="Requests refused, by agency",
+            color=charts.REFUSED_COLOR,
+        ),
+        "statute": charts.horizontal_bars(
+            [(g.name, g.disclosed) for g in view.statutes],
+            title="Addresses disclosed, by statute",
+            color=charts.DISCLOSED_COLOR,
+        ),
+        "reasons": charts.horizontal_bars(
+            view.reasons, title="Why requests were refused", color=charts.REFUSED_COLOR
+        ),
+    }
+    return view
+
+
+_ENV = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(["html", "j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+# Plain-language meaning of the codes, for readers who are not engineers.
+REASON_TEXT: dict[str, str] = {
+    "requester_unknown": "the requesting certificate is not registered",
+    "requester_revoked": "the requester's registration was revoked",
+    "role_forbidden": "the requester's role may not request disclosures",
+    "case_reference_malformed": "the case reference could not be read",
+    "case_signature_invalid": "the case reference's signature is invalid",
+    "case_issuer_untrusted": "the case reference comes from an untrusted issuer",
+    "case_algorithm_forbidden": "the case reference uses a forbidden algorithm",
+    "case_audience_mismatch": "the case reference was not issued for this service",
+    "case_expired": "the case reference has expired",
+    "case_not_yet_valid": "the case reference is not valid yet",
+    "case_revoked": "the case reference was revoked",
+    "proceeding_not_criminal": "the case is not a criminal proceeding",
+    "statute_not_criminal": "the statute is not a designated federal criminal statute",
+    "statute_not_on_case": "the statute is not named in the case reference",
+    "agency_mismatch": "the requester's agency is not the case's agency",
+    "requester_not_on_case": "the requester is not named in the case reference",
+    "subject_not_on_case": "the taxpayer is not named in the case reference",
+    "tax_period_not_covered": "the tax period is not covered by the case reference",
+    "reason_insufficient": "the stated reason is missing or boilerplate",
+    "address_incomplete": "the request's last known address is incomplete",
+    "case_quota_exhausted": "the case reference's disclosure quota is used up",
+    "request_replayed": "the request id was already used",
+    "no_unique_match": "no single taxpayer record matched",
+    "error": "the service failed and disclosed nothing",
+}
+
+
+def render_html(view: DashboardView) -> str:
+    return _ENV.get_template("dashboard.html.j2").render(view=view, reason_text=REASON_TEXT)

@@ -1,0 +1,68 @@
+"""A running taxaddr (real mTLS server from tests/api/apikit.py) with scripted traffic."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
+
+from apikit import (
+    AMBIGUOUS,
+    JANE,
+    JOHN,
+    SEEDED_SECRETS,
+    UNKNOWN,
+    Identity,
+    RunningServer,
+    World,
+    body,
+)
+
+__all__ = [
+    "SEEDED_SECRETS",
+    "Identity",
+    "RunningServer",
+    "Script",
+    "World",
+    "run_script",
+]
+
+CASE_NUMBER = "1:26-cr-00123"
+
+
+@dataclass(frozen=True)
+class Script:
+    """What :func:`run_script` did, as the oversight views must count it."""
+
+    requests: int = 7
+    disclosed: int = 2
+    denied: int = 3
+    no_match: int = 2
+    reasons: tuple[str, ...] = (
+        "statute_not_criminal",
+        "reason_insufficient",
+        "proceeding_not_criminal",
+    )
+
+
+def run_script(server: RunningServer, agent: Identity) -> Script:
+    """Two disclosures, two no-unique-matches and three refusals, all for agency ICE-HSI."""
+    world = server.world
+    case_ref = world.case(requesters=[agent.id])
+    civil_ref = world.case(requesters=[agent.id], proceeding="civil")
+    expected = [
+        (body(case_ref, JANE), 200),
+        (body(case_ref, JOHN), 200),
+        (body(case_ref, UNKNOWN), 404),
+        (body(case_ref, AMBIGUOUS), 404),
+        (body(case_ref, JANE, statute="8 U.S.C. 1227"), 403),
+        (body(case_ref, JANE, reason="immigration enforcement"), 403),
+        (body(civil_ref, JOHN), 403),
+    ]
+    with server.client(agent) as client:
+        for payload, status in expected:
+            answer = client.post("/v1/disclosures", json=payload)
+            assert answer.status_code == status, answer.text
+    return Script()
