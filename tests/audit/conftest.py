@@ -24,8 +24,8 @@ def make_leaf(i: int, **overrides: object) -> LeafInput:
     outcome = ("disclosed", "denied", "no_match", "denied")[i % 4]
     reasons: tuple[str, ...] = ()
     if outcome == "denied":
-        reasons = ("statute_not_criminal", "reason_insufficient") if i % 8 == 1 else (
-            "case_expired",
+        reasons = (
+            ("statute_not_criminal", "reason_insufficient") if i % 8 == 1 else ("case_expired",)
         )
     elif outcome == "no_match":
         reasons = ("no_unique_match",)

@@ -24,9 +24,7 @@ ROOT = hashlib.sha256(b"root").digest()
 
 
 def _raw(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 @pytest.fixture
@@ -68,8 +66,8 @@ def test_vkey_round_trip(verifier: Verifier, key: Ed25519PrivateKey) -> None:
         parse_vkey(f"{name}+00000000+{b64}")
     with pytest.raises(CheckpointError, match="name"):
         parse_vkey(f"other name+{hash_hex}+{b64}")
+    wrong_alg = base64.b64encode(bytes([2]) + _raw(key)).decode()
     with pytest.raises(CheckpointError, match="Ed25519"):
-        wrong_alg = base64.b64encode(bytes([2]) + _raw(key)).decode()
         parse_vkey(f"{name}+{hash_hex}+{wrong_alg}")
     with pytest.raises(CheckpointError):
         parse_vkey("just-a-name")

@@ -8,8 +8,8 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from conftest import make_leaf
 
+from conftest import make_leaf
 from taxaddr.audit.leaf import (
     LEAF_FIELDS,
     LeafRefused,
@@ -40,7 +40,7 @@ def test_time_is_rfc3339_utc_with_microseconds() -> None:
     assert format_time(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000000Z"
     assert parse_time("2026-11-25T16:00:00.123456Z") == moment
     with pytest.raises(LeafRefused, match="time zone"):
-        format_time(datetime(2026, 1, 2))  # noqa: DTZ001
+        format_time(datetime(2026, 1, 2))
 
 
 def test_default_time_is_now() -> None:
@@ -54,7 +54,8 @@ def test_case_number_hash_is_sha256_hex() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["request_id", "requester_id", "agency", "role", "case_jti", "statute", "policy_version"]
+    "field",
+    ["request_id", "requester_id", "agency", "role", "case_jti", "statute", "policy_version"],
 )
 @pytest.mark.parametrize("tin", ["123456789", "123-45-6789", "x 123 45 6789 y"])
 def test_tin_like_value_in_any_text_field_is_refused(field: str, tin: str) -> None:

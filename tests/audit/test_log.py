@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import make_leaf
 from sqlalchemy import Engine, func, select, text
 
+from conftest import make_leaf
 from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import canonical
@@ -33,13 +33,12 @@ from taxaddr.db import write_transaction
 from taxaddr.errors import AuditUnavailable, RequestInvalid
 
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 
 
 def _leaf_hashes(engine: Engine) -> list[bytes]:
     with write_transaction(engine) as session:
-        rows = session.execute(
-            select(AuditLeaf.leaf_json).order_by(AuditLeaf.leaf_index)
-        ).scalars()
+        rows = session.execute(select(AuditLeaf.leaf_json).order_by(AuditLeaf.leaf_index)).scalars()
         return [merkle.leaf_hash(bytes(r)) for r in rows]
 
 
@@ -90,9 +89,7 @@ def test_stored_proofs_equal_reference_proofs(engine: Engine) -> None:
         ]
 
 
-@pytest.mark.parametrize(
-    ("leaf_index", "size"), [(-1, 3), (3, 3), (0, 0), (0, 11)]
-)
+@pytest.mark.parametrize(("leaf_index", "size"), [(-1, 3), (3, 3), (0, 0), (0, 11)])
 def test_inclusion_proof_arguments_checked(engine: Engine, leaf_index: int, size: int) -> None:
     with write_transaction(engine) as session:
         bulk_append(session, [make_leaf(i) for i in range(10)])
@@ -126,9 +123,14 @@ def test_get_entries(engine: Engine) -> None:
 
 def test_append_failure_rolls_back_the_callers_transaction(engine: Engine) -> None:
     before = metrics.AUDIT_APPEND_FAILURES._value.get()
-    with pytest.raises(AuditUnavailable), write_transaction(engine) as session:
-        append_leaf(session, make_leaf(0))
-        append_leaf(session, make_leaf(1, requester_id="123-45-6789"))
+
+    def good_then_bad() -> None:
+        with write_transaction(engine) as session:
+            append_leaf(session, make_leaf(0))
+            append_leaf(session, make_leaf(1, requester_id="123-45-6789"))
+
+    with pytest.raises(AuditUnavailable):
+        good_then_bad()
     assert metrics.AUDIT_APPEND_FAILURES._value.get() == before + 1
     with write_transaction(engine) as session:
         assert read_head(session).tree_size == 0
@@ -145,9 +147,10 @@ def test_database_failure_is_audit_unavailable(engine: Engine) -> None:
             {"h": b"\x00" * 32},
         )
     before = metrics.AUDIT_APPEND_FAILURES._value.get()
-    with pytest.raises(AuditUnavailable, match="append failed"), write_transaction(
-        engine
-    ) as session:
+    with (
+        pytest.raises(AuditUnavailable, match="append failed"),
+        write_transaction(engine) as session,
+    ):
         append_leaf(session, make_leaf(1))
     assert metrics.AUDIT_APPEND_FAILURES._value.get() == before + 1
     with write_transaction(engine) as session:
@@ -220,7 +223,7 @@ def test_several_processes_append_gapless_on_postgres(
     upgrade(pg_url)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _CHILD, pg_url, str(10_000 * (p + 1)), str(Path(__file__).parent)],
+            [sys.executable, "-c", _CHILD, pg_url, str(10_000 * (p + 1)), str(HERE)],
             env={**os.environ, "PYTHONPATH": str(REPO / "service")},
         )
         for p in range(3)

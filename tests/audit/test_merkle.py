@@ -149,9 +149,7 @@ def test_published_inclusion_proofs(index: int, size: int, path: list[str]) -> N
     )
     if proof:
         assert not merkle.verify_inclusion(index, size, HASHES[index], proof[:-1], _root(size))
-        assert not merkle.verify_inclusion(
-            index, size, HASHES[index], [b"", *proof], _root(size)
-        )
+        assert not merkle.verify_inclusion(index, size, HASHES[index], [b"", *proof], _root(size))
 
 
 @pytest.mark.parametrize(("first", "second", "path"), CONSISTENCY)
@@ -161,9 +159,7 @@ def test_published_consistency_proofs(first: int, second: int, path: list[str]) 
     assert merkle.verify_consistency(first, second, _root(first), _root(second), proof)
     if proof:
         assert not merkle.verify_consistency(first, second, _root(second), _root(first), proof)
-        assert not merkle.verify_consistency(
-            first + 1, second, _root(first), _root(second), proof
-        )
+        assert not merkle.verify_consistency(first + 1, second, _root(first), _root(second), proof)
         assert not merkle.verify_consistency(first, second, _root(first), _root(second), [])
         assert not merkle.verify_consistency(
             first, second, _root(first), _root(second), [*proof, _root(first)]

@@ -76,8 +76,9 @@ def iter_accounting(
     if end is not None:
         query = query.where(_TABLE.c.leaf_index < end)
     for row in session.execute(query):
-        yield row.leaf_index, _open(
-            keystore, row.leaf_index, row.kek_version, row.wrapped_key, row.ciphertext
+        yield (
+            row.leaf_index,
+            _open(keystore, row.leaf_index, row.kek_version, row.wrapped_key, row.ciphertext),
         )
 
 

@@ -94,7 +94,7 @@ def key_hash(name: str, public_key: Ed25519PublicKey) -> bytes:
 
 def parse_vkey(text: str) -> Verifier:
     """Parse a verifier key string and check that its key hash matches its key."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # base64 may itself contain "+"
     if len(parts) != 3:
         raise CheckpointError("verifier key must be name+hash+key")
     name, hash_hex, key_b64 = parts
