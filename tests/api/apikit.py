@@ -44,14 +44,15 @@ JANE = {"tin": "212-55-1234", "name": "Jane Q Doe"}
 JOHN = {"tin": "318-40-2222", "name": "JOHN SMITH"}
 AMBIGUOUS = {"tin": "415-66-7777", "name": "ANA LOPEZ"}
 UNKNOWN = {"tin": "519-12-3456", "name": "NOBODY KNOWN"}
-SEED_ROWS = [
-    # tin, name, street, city, state, zip, tax_period, as_of
-    ("212-55-1234", "JANE Q DOE", "1401 Quill Street NW", "Washington", "DC", "20001", "2024", "2024-04-01"),
-    ("212-55-1234", "JANE Q DOE", "77 Old Birch Road", "Arlington", "VA", "22201", "2023", "2023-04-01"),
-    ("318-40-2222", "JOHN SMITH", "9 Harbor Lane", "Baltimore", "MD", "21201", "2024", "2024-02-15"),
-    ("415-66-7777", "ANA LOPEZ", "5 Cedar Court", "Richmond", "VA", "23219", "2023", "2023-05-01"),
-    ("415-66-7777", "ANA LOPES", "6 Cedar Court", "Richmond", "VA", "23219", "2024", "2024-05-01"),
-]
+_SEED_CSV = """
+212-55-1234,JANE Q DOE,1401 Quill Street NW,Washington,DC,20001,2024,2024-04-01
+212-55-1234,JANE Q DOE,77 Old Birch Road,Arlington,VA,22201,2023,2023-04-01
+318-40-2222,JOHN SMITH,9 Harbor Lane,Baltimore,MD,21201,2024,2024-02-15
+415-66-7777,ANA LOPEZ,5 Cedar Court,Richmond,VA,23219,2023,2023-05-01
+415-66-7777,ANA LOPES,6 Cedar Court,Richmond,VA,23219,2024,2024-05-01
+"""
+# tin, name, street, city, state, zip, tax_period, as_of
+SEED_ROWS = [tuple(line.split(",")) for line in _SEED_CSV.strip().splitlines()]
 SEEDED_SECRETS = sorted(
     {v for row in SEED_ROWS for v in (row[0], row[0].replace("-", ""), row[1], row[2])}
     | {UNKNOWN["tin"], UNKNOWN["tin"].replace("-", ""), UNKNOWN["name"], JANE["name"].upper()}
@@ -210,3 +211,55 @@ def run_server(world: World, settings: Settings | None = None) -> Iterator[Runni
 
 def cleanup() -> None:
     dispose_engines()
+
+
+def forge_case(
+    world: World,
+    *,
+    claims: dict[str, Any] | None = None,
+    case: dict[str, Any] | None = None,
+    header: dict[str, Any] | None = None,
+    key: Any = None,
+) -> str:
+    """A case reference with chosen claims/header, signed by the dev issuer unless ``key``."""
+    from taxaddr.cases import jws
+    from taxaddr.cases.issue import build_claims, issuer_kid
+
+    spec = CaseSpec(
+        issuer=DEV_ISSUER_ID,
+        number="1:26-cr-00999",
+        court="D.D.C.",
+        proceeding="criminal",
+        statutes=[STATUTE],
+        agency="ICE-HSI",
+        requesters=["agent-1"],
+        subjects=[JANE["tin"]],
+        tax_periods=["2024"],
+        max_disclosures=5,
+        valid_days=30,
+    )
+    values = build_claims(spec, now=dt.datetime.now(dt.UTC))
+    values.update(claims or {})
+    values["case"].update(case or {})
+    hdr = {"alg": "EdDSA", "kid": issuer_kid(world.keystore, world.keys_dir, DEV_ISSUER_ID)}
+    hdr.update(header or {})
+    signing_key = key or world.keystore.issuer_signing_key(DEV_ISSUER_ID)
+    return jws.sign_compact(hdr, values, signing_key)
+
+
+def tree_size(world: World) -> int:
+    from sqlalchemy.orm import Session
+
+    from taxaddr.audit.service import tree_size as _tree_size
+
+    with Session(engine_for(world.settings)) as session:
+        return _tree_size(session)
+
+
+def leaves(world: World, start: int, end: int) -> list[dict[str, Any]]:
+    from sqlalchemy.orm import Session
+
+    from taxaddr.audit.service import get_entries
+
+    with Session(engine_for(world.settings)) as session:
+        return [e["leaf"] for e in get_entries(session, start, end)]

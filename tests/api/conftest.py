@@ -1,4 +1,4 @@
-"""API test fixtures: one world (keys, database, issuer, records) and one running server per module."""
+"""API fixtures: one world (keys, database, issuer, records) and one server per module."""
 
 from __future__ import annotations
 

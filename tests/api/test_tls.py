@@ -83,9 +83,7 @@ def test_tls_1_3_is_negotiated(server: RunningServer, world: World, agent: Ident
         assert tls.version() == "TLSv1.3"
 
 
-def test_unregistered_certificate_is_requester_unknown(
-    server: RunningServer, world: World
-) -> None:
+def test_unregistered_certificate_is_requester_unknown(server: RunningServer, world: World) -> None:
     ident = world.identity("unregistered", register=False)
     with server.client(ident) as client:
         r = client.get("/openapi.json")
@@ -96,9 +94,7 @@ def test_unregistered_certificate_is_requester_unknown(
         assert client.get("/healthz").status_code == 200
 
 
-def test_revocation_takes_effect_on_the_next_request(
-    server: RunningServer, world: World
-) -> None:
+def test_revocation_takes_effect_on_the_next_request(server: RunningServer, world: World) -> None:
     ident = world.identity("to-be-revoked")
     with server.client(ident) as client:  # one keep-alive connection throughout
         assert client.get("/openapi.json").status_code == 200

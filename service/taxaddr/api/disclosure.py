@@ -68,6 +68,8 @@ from taxaddr.errors import (
     TaxaddrError,
     order_reasons,
 )
+from taxaddr.policy import PolicyEngine, build_input, get_policy_engine
+from taxaddr.store.lookup import lookup_address
 from taxaddr.store.normalize import normalize_name, normalize_tin
 
 USE_RESTRICTION = (
@@ -109,10 +111,16 @@ class DisclosureService:
     def signer(self) -> ReceiptSigner:
         return ReceiptSigner(self.keystore.audit_signing_key())
 
-    def policy_engine(self) -> Any:
-        from taxaddr.policy import get_policy_engine  # noqa: PLC0415  (lands with the policy area)
-
+    def policy_engine(self) -> PolicyEngine:
         return get_policy_engine(self.settings)
+
+    def policy_version(self) -> str:
+        """The loaded policy's version, for leaves of refusals made before the policy ran."""
+        try:
+            version = getattr(self.policy_engine(), "policy_version", None)
+        except TaxaddrError:
+            return UNKNOWN_POLICY_VERSION
+        return version if isinstance(version, str) and version else UNKNOWN_POLICY_VERSION
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -182,7 +190,7 @@ def _disclose(
     tin, name = _normalize_subject(req)
     pseudonym_key = svc.keystore.pseudonym_key()
     ref = subject_ref(pseudonym_key, tin)
-    ctx = _LeafContext(statute=req.statute, subject_ref=ref)
+    ctx = _LeafContext(statute=req.statute, subject_ref=ref, policy_version=svc.policy_version())
 
     # 4. role
     if who.role != "requester":
@@ -220,8 +228,6 @@ def _disclose(
             raise _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
 
         # 8. match (uniform: the store does the same work on every miss path)
-        from taxaddr.store.lookup import lookup_address  # noqa: PLC0415  (lands with the store)
-
         try:
             address = lookup_address(
                 session, svc.keystore, tin=tin, name=name, tax_periods=list(req.tax_periods)
@@ -334,19 +340,16 @@ def build_policy_input(
     pseudonym_key: bytes,
 ) -> dict[str, Any]:
     """The contract's policy input, built only from verified facts (no TIN, name, address)."""
-    return {
-        "now": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "requester": {"id": who.id, "agency": who.agency, "role": who.role},
-        "case": vc.policy_case(pseudonym_key),
-        "case_usage": {"disclosures": disclosures_used},
-        "request": {
-            "subject_ref": ref,
-            "address_complete": req.address_complete(),
-            "tax_periods": list(req.tax_periods),
-            "statute": req.statute,
-            "reason": req.reason,
-        },
-    }
+    return build_input(
+        requester={"id": who.id, "agency": who.agency, "role": who.role},
+        case=vc.policy_case(pseudonym_key),
+        usage=disclosures_used,
+        subject_ref=ref,
+        address_complete=req.address_complete(),
+        tax_periods=list(req.tax_periods),
+        statute=req.statute,
+        reason=req.reason,
+    )
 
 
 # -- parsing --------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def keystore_for(settings: Settings) -> FileKeyStore:
     with _lock:
         store = _keystores.get(key)
         if store is None:
-            store = open_keystore(settings.keys_dir, settings.keystore)
+            store = open_keystore(settings.keys_dir, settings.keystore, settings)
             _keystores[key] = store
         return store
 
