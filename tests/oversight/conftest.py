@@ -1,8 +1,9 @@
-"""Fixtures for oversight tests."""
+"""Fixtures for oversight tests: seeded databases, and a running server with scripted traffic."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from oversight_e2e import RunningServer, Script, World, run_script
 from oversight_seed import seed
 
 from taxaddr.config import Settings
@@ -25,3 +27,28 @@ def settings(db_url: str, keys_dir: Path) -> Settings:
 def seeded(engine: Engine, keystore: FileKeyStore) -> Engine:
     seed(engine, keystore.pseudonym_key())
     return engine
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    from apikit import build_world, cleanup
+
+    w = build_world(tmp_path_factory.mktemp("oversight-world"))
+    w.identity("agent-1")
+    w.identity("overseer", role="oversight", agency="TIGTA")
+    w.identity("prometheus", role="monitor", agency="TIGTA")
+    yield w
+    cleanup()
+
+
+@pytest.fixture(scope="module")
+def server(world: World) -> Iterator[RunningServer]:
+    from apikit import run_server
+
+    with run_server(world) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def script(server: RunningServer, world: World) -> Script:
+    return run_script(server, world.identities["agent-1"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
@@ -27,6 +27,7 @@ __all__ = [
     "Script",
     "World",
     "run_script",
+    "sample",
 ]
 
 CASE_NUMBER = "1:26-cr-00123"
@@ -45,11 +46,15 @@ class Script:
         "reason_insufficient",
         "proceeding_not_criminal",
     )
+    # /metrics as the monitor saw it just before the script (counters are process-wide).
+    metrics_before: str = field(default="", repr=False)
 
 
 def run_script(server: RunningServer, agent: Identity) -> Script:
     """Two disclosures, two no-unique-matches and three refusals, all for agency ICE-HSI."""
     world = server.world
+    with server.client(world.identities["prometheus"]) as client:
+        before = client.get("/metrics").text
     case_ref = world.case(requesters=[agent.id])
     civil_ref = world.case(requesters=[agent.id], proceeding="civil")
     expected = [
@@ -65,4 +70,13 @@ def run_script(server: RunningServer, agent: Identity) -> Script:
         for payload, status in expected:
             answer = client.post("/v1/disclosures", json=payload)
             assert answer.status_code == status, answer.text
-    return Script()
+    return Script(metrics_before=before)
+
+
+def sample(exposition: str, series: str) -> float:
+    """The value of one series (``name{labels}`` exactly as exposed) in Prometheus text."""
+    for line in exposition.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0

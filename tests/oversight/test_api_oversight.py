@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,38 +13,13 @@ from oversight_e2e import (
     RunningServer,
     Script,
     World,
-    run_script,
+    sample,
 )
 from sqlalchemy.orm import Session
 
 from taxaddr.api.runtime import engine_for
 from taxaddr.reports import document
 from taxaddr.reports.compliance import verify_report
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from apikit import build_world, cleanup
-
-    w = build_world(tmp_path_factory.mktemp("oversight-world"))
-    w.identity("agent-1")
-    w.identity("overseer", role="oversight", agency="TIGTA")
-    w.identity("prometheus", role="monitor", agency="TIGTA")
-    yield w
-    cleanup()
-
-
-@pytest.fixture(scope="module")
-def server(world: World) -> Iterator[RunningServer]:
-    from apikit import run_server
-
-    with run_server(world) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def script(server: RunningServer, world: World) -> Script:
-    return run_script(server, world.identities["agent-1"])
 
 
 def _today() -> str:
@@ -106,14 +80,20 @@ def test_oversight_views_need_the_oversight_role(
 def test_metrics_for_monitor_and_oversight_only(
     server: RunningServer, world: World, script: Script
 ) -> None:
+    """Counters are process-wide: compare with /metrics just before the script ran."""
+    disclosed = 'taxaddr_disclosures_total{agency="ICE-HSI",statute="8 U.S.C. 1253(a)(1)"}'
+    no_match = (
+        'taxaddr_disclosure_requests_total{agency="ICE-HSI",outcome="no_match",'
+        'reason="no_unique_match"}'
+    )
+    before = script.metrics_before
     for who in ("prometheus", "overseer"):
-        answer = _get(server, world.identities[who], "/metrics")
-        assert answer.status_code == 200
-        assert answer.headers["content-type"].startswith("text/plain")
-    text = answer.text
-    assert 'taxaddr_disclosures_total{agency="ICE-HSI",statute="8 U.S.C. 1253(a)(1)"} 2.0' in text
-    assert 'taxaddr_disclosure_requests_total{agency="ICE-HSI",outcome="no_match"' in text
-    assert "taxaddr_audit_tree_size" in text
+        after = _get(server, world.identities[who], "/metrics")
+        assert after.status_code == 200
+        assert after.headers["content-type"].startswith("text/plain")
+        assert sample(after.text, disclosed) - sample(before, disclosed) == script.disclosed
+        assert sample(after.text, no_match) - sample(before, no_match) == script.no_match
+        assert sample(after.text, "taxaddr_audit_tree_size") == script.requests
     refused = _get(server, world.identities["agent-1"], "/metrics")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "role_forbidden"
