@@ -131,11 +131,12 @@ class DisclosureService:
             raise DatabaseUnavailable("database unavailable") from exc
 
 
-@dataclass(frozen=True)
 class _Refusal(Exception):
     """Internal: the write transaction must roll back and record a denial instead."""
 
-    error: TaxaddrError
+    def __init__(self, error: TaxaddrError) -> None:
+        super().__init__(error.code)
+        self.error = error
 
 
 def disclose(
