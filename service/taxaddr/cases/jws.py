@@ -32,6 +32,8 @@ ALLOWED_ALGS = frozenset({ALG_EDDSA, ALG_ES256})
 SIGNATURE_BYTES = 64  # Ed25519, and ES256 as raw r || s (RFC 7518 section 3.4)
 P256_COORD_BYTES = 32
 
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_VALUE = {c: i for i, c in enumerate(_B64URL_ALPHABET)}
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
@@ -56,7 +58,9 @@ def b64url_decode(segment: str) -> bytes:
         data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise JoseFormatError("not strict base64url") from exc
-    if b64url_encode(data) != segment:
+    # Canonical: the unused low bits of the last character are zero (RFC 4648 section 3.5).
+    unused_bits = {2: 0b1111, 3: 0b11}.get(len(segment) % 4, 0)
+    if unused_bits and _B64URL_VALUE[segment[-1]] & unused_bits:
         raise JoseFormatError("non-canonical base64url")
     return data
 
