@@ -51,3 +51,21 @@ def test_verify_lifecycle_on_each_backend(engine: Engine, settings: Settings) ->
         issuers.remove(s, ISS, KID)
     assert code(engine, token, settings) == "case_issuer_untrusted"
     assert code(engine, maker.make(iss="nobody"), settings) == "case_issuer_untrusted"
+
+
+def test_jti_reused_with_other_case_facts(engine: Engine, settings: Settings) -> None:
+    from taxaddr.cases.usage import record_case
+
+    key = Ed25519PrivateKey.generate()
+    trust(engine, key)
+    maker = TokenMaker(key)
+    with Session(engine) as session:
+        vc = verify_case_reference(maker.make(), session=session, settings=settings, now=NOW)
+    with write_transaction(engine) as s:
+        record_case(s, vc)
+    # the same facts re-signed (another token, same jti) still verify
+    with Session(engine) as session:
+        verify_case_reference(maker.make(iat=vc.iat + 1), session=session, settings=settings,
+                              now=NOW)  # fmt: skip
+    assert code(engine, maker.case(max_disclosures=500), settings) == "case_reference_malformed"
+    assert code(engine, maker.case(agency="CBP"), settings) == "case_reference_malformed"

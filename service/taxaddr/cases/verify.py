@@ -11,7 +11,7 @@
 6. claims     only now are claims read: a strict schema (types, lengths, TINs)
 7. audience   ``aud`` is ``"taxaddr"``
 8. time       ``nbf``/``exp``/``iat`` with the clock-skew allowance; lifetime cap
-9. revocation the ``jti`` is not revoked
+9. revocation the ``jti`` is not revoked (nor reused for other case facts)
 
 Verification stops at the first failing step and raises its
 :class:`~taxaddr.errors.CaseError`. Messages never echo token content.
@@ -131,13 +131,15 @@ class VerifiedCase:
 
 # Steps 4 and 9 read the database in ONE round trip on the session's connection, in
 # plain SQL through the driver: through the SQL expression layer this query cost
-# several times the Ed25519 verify itself. The revocation answer is fetched with the
-# key (for the payload's jti) but only consulted at step 9, after the signature has
-# proved that jti.
+# several times the Ed25519 verify itself. What step 9 needs (is the payload's jti
+# revoked; what case facts were first seen under it) is fetched with the key but only
+# consulted at step 9, after the signature has proved that jti.
 _KEY_AND_REVOCATION_SQL = (
     "SELECT k.alg, k.public_key, k.not_before, k.not_after, k.removed_at, i.removed_at,"
-    " (SELECT COUNT(*) FROM revoked_case_jtis r WHERE r.jti = {p})"
+    " (SELECT COUNT(*) FROM revoked_case_jtis r WHERE r.jti = {p}),"
+    " c.iss, c.number, c.court, c.agency, c.max_disclosures"
     " FROM case_issuer_keys k JOIN case_issuers i ON i.id = k.iss"
+    " LEFT JOIN case_references c ON c.jti = {p}"
     " WHERE k.iss = {p} AND k.kid = {p}"
 )
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -148,7 +150,7 @@ def _key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple
     sql = _KEY_AND_REVOCATION_SQL.format(p=_PLACEHOLDER[connection.dialect.paramstyle])
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql, (jti, iss, kid))
+        cursor.execute(sql, (jti, jti, iss, kid))
         row = cursor.fetchone()
     finally:
         cursor.close()
@@ -169,6 +171,8 @@ def _stored_time(value: datetime | str | None) -> datetime | None:
 class _Key:
     public_key: bytes
     jti_revoked: bool
+    # (iss, number, court, agency, max_disclosures) first seen under this jti, if any
+    jti_seen_with: tuple[Any, ...] | None
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def verify_case_reference(
     claims, subjects = _step6_claims(parsed.payload)
     _step7_audience(claims)
     _step8_time(claims, now_ts, settings)
-    _step9_revocation(key)
+    _step9_revocation(key, claims)
 
     case = claims.case
     return VerifiedCase(
@@ -275,7 +279,8 @@ def _step4_key(
     row = _key_and_revocation(session, iss, kid, jti if isinstance(jti, str) else "")
     if row is None:
         raise CaseIssuerUntrusted("no trusted key for this issuer and kid")
-    key_alg, public_key, not_before, not_after, key_removed, issuer_removed, revoked = row
+    key_alg, public_key, not_before, not_after, key_removed, issuer_removed, revoked = row[:7]
+    seen = row[7:] if row[7] is not None else None
     if key_removed is not None or issuer_removed is not None:
         raise CaseIssuerUntrusted("the issuer or its key is no longer trusted")
     nb, na = _stored_time(not_before), _stored_time(not_after)
@@ -283,7 +288,7 @@ def _step4_key(
         raise CaseIssuerUntrusted("the issuer key is outside its validity window")
     if key_alg != alg:
         raise CaseAlgorithmForbidden("alg does not match the issuer key's algorithm")
-    return _Key(public_key=bytes(public_key), jti_revoked=bool(revoked))
+    return _Key(public_key=bytes(public_key), jti_revoked=bool(revoked), jti_seen_with=seen)
 
 
 def _step5_signature(alg: str, public_key: bytes, parsed: _Parsed) -> None:
@@ -331,6 +336,12 @@ def _step8_time(claims: _Claims, now_ts: int, settings: Settings) -> None:
         raise CaseNotYetValid("case reference was issued in the future")
 
 
-def _step9_revocation(key: _Key) -> None:
+def _step9_revocation(key: _Key, claims: _Claims) -> None:
     if key.jti_revoked:
         raise CaseRevoked("case reference has been revoked")
+    # A jti names one case reference: re-signing it with other case facts (say, a
+    # larger quota) must not reset or raise the quota bound to it.
+    case = claims.case
+    facts = (claims.iss, case.number, case.court, case.agency, case.max_disclosures)
+    if key.jti_seen_with is not None and tuple(key.jti_seen_with) != facts:
+        raise CaseReferenceMalformed("this jti was first seen with different case facts")
