@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -75,7 +76,7 @@ def test_edited_plain_as_of_fails(
         conn.execute(
             update(t)
             .where(t.c.id == _id_of(engine, keystore, SEED_ROWS[0]))
-            .values(as_of="2030-01-01")
+            .values(as_of=date(2024, 3, 2))
         )
     with pytest.raises(IntegrityError):
         _lookup(engine, keystore, SEED_ROWS[0])
