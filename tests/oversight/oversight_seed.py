@@ -22,6 +22,8 @@ STREETS = ("1600 Sample Street NW", "42 Example Avenue", "7 Synthetic Road")
 
 CASE_A = ("1:26-cr-00123", "D.D.C.", "jti-case-a", 5)
 CASE_B = ("2:26-cr-00456", "S.D.N.Y.", "jti-case-b", 2)
+# disclosures_used as the disclosure path would have left it after EVENTS
+USED = {"jti-case-a": 4, "jti-case-b": 1}
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def record_cases(engine: Engine, cases: Sequence[tuple[str, str, str, int]]) -> 
                     "court": court,
                     "agency": "ICE-HSI" if number == CASE_A[0] else "FBI",
                     "max_disclosures": quota,
-                    "disclosures_used": 0,
+                    "disclosures_used": USED.get(jti, 0),
                     "first_seen_at": day(1, 0),
                 }
                 for number, court, jti, quota in cases

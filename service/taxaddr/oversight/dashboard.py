@@ -22,6 +22,8 @@ from taxaddr.oversight.summary import summarize
 from taxaddr.oversight.verification import VerificationResult
 
 DEFAULT_DAYS = 30
+# The code a request without a policy reason was answered with, by outcome.
+_OUTCOME_CODE = {"no_match": "no_unique_match", "denied": "denied", "error": "error"}
 NEAR_QUOTA = 0.8
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -140,7 +142,7 @@ def build_view(
     reasons: dict[str, int] = {}
     for row in rows:
         if row["outcome"] != "disclosed":
-            reason = row["reason"] or row["outcome"]
+            reason = row["reason"] or _OUTCOME_CODE.get(row["outcome"], row["outcome"])
             reasons[reason] = reasons.get(reason, 0) + row["count"]
     cases = queries.all_case_refs(session)
     near = [

@@ -119,7 +119,7 @@ def dashboard_endpoint(
         tree_size=signed.tree_size,
         root_hash=signed.root_hash.hex(),
         note=note,
-        verification=monitor_for(svc).current(),
+        verification=monitor_for(svc).current(signed.tree_size),
     )
     with svc.read_session() as session:
         view = build_view(session, from_day, to_day, checkpoint=checkpoint)

@@ -26,6 +26,9 @@ from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore
 
 DEFAULT_MAX_AGE = 300.0
+# Below this many leaves a full verification takes well under a second, so the
+# dashboard re-verifies on the spot when the log grew since the last result.
+SYNC_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -88,10 +91,13 @@ class VerificationMonitor:
         last = self._last
         return last is None or time.monotonic() - last.monotonic >= self.max_age
 
-    def current(self) -> VerificationResult:
-        """The last result; runs one synchronously if none exists yet."""
+    def current(self, tree_size: int | None = None) -> VerificationResult:
+        """The last result; runs one synchronously if none exists yet, or if the log
+        grew to ``tree_size`` since and is small enough to verify on the spot."""
         last = self._last
-        if last is None:
+        if last is None or (
+            tree_size is not None and last.tree_size != tree_size and tree_size <= SYNC_LIMIT
+        ):
             return self._refresh()
         self.refresh_in_background()
         return last
