@@ -158,11 +158,10 @@ def lookup_address(
     name_ok = hmac.compare_digest(found_name.encode(), want_name.encode())
     match = usable and bool(opened) and len(names) == 1 and name_ok
 
-    # Exactly one address decryption on every path.
+    # Exactly one more unwrap and one address decryption on every path.
+    record, row = _open_dummy(keystore)
     if match:
         record, row = max(opened, key=lambda pair: pair[1].as_of)
-    else:
-        record, row = _open_dummy(keystore)
     address = record.address(row.address_ct)
     if not match:
         raise NoUniqueMatch()
