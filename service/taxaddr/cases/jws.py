@@ -142,16 +142,15 @@ def signature_valid(alg: str, public_key: bytes, signing_input: bytes, signature
     if alg == ALG_EDDSA:
         try:
             _ed25519_verifier(public_key).verify(signing_input, signature)
-        except nacl.exceptions.BadSignatureError:
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
             return False
         return True
     if alg == ALG_ES256:
         r = int.from_bytes(signature[:P256_COORD_BYTES], "big")
         s = int.from_bytes(signature[P256_COORD_BYTES:], "big")
         try:
-            _p256_verifier(public_key).verify(
-                encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256())
-            )
+            verifier = _p256_verifier(public_key)
+            verifier.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError):
             return False
         return True
