@@ -226,3 +226,31 @@ def test_head_disagreeing_with_leaves_is_reported(
     report = _verify(log, keystore, settings)
     assert not report.ok
     assert report.message == "leaf 12: missing (the log head says 13 leaves)"
+
+
+def test_edited_leaf_after_the_last_checkpoint_is_named(
+    log: Engine, keystore: FileKeyStore, settings: Settings, append_n: Callable[..., None]
+) -> None:
+    append_n(log, 3, start=12)  # leaves 12..14 are not covered by a checkpoint yet
+    edited = _leaf_json(log, 13).replace(b'"outcome":"', b'"outcome":"x')
+    _sql(log, "UPDATE audit_leaves SET leaf_json = :j WHERE leaf_index = 13", j=edited)
+    report = _verify(log, keystore, settings)
+    assert not report.ok
+    assert report.first_bad_leaf == 13
+    assert report.message == "leaf 13: its JSON does not match its leaf hash"
+
+
+def test_leaf_changed_everywhere_after_the_last_checkpoint_fails_the_head(
+    log: Engine, keystore: FileKeyStore, settings: Settings, append_n: Callable[..., None]
+) -> None:
+    append_n(log, 3, start=12)
+    edited = _leaf_json(log, 13).replace(b'"outcome":"', b'"outcome":"x')
+    _sql(
+        log,
+        "UPDATE audit_leaves SET leaf_json = :j, leaf_hash = :h WHERE leaf_index = 13",
+        j=edited,
+        h=merkle.leaf_hash(edited),
+    )
+    report = _verify(log, keystore, settings)
+    assert not report.ok
+    assert report.message == "log head: its compact range does not match the recomputed tree"

@@ -40,6 +40,7 @@ MAX_FIELD_CHARS = 256
 _TIN_LIKE = re.compile(r"(?<!\d)\d{3}[- ]?\d{2}[- ]?\d{4}(?!\d)")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f]")
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
@@ -138,7 +139,7 @@ def _check_text(name: str, value: object, *, nullable: bool) -> None:
         return
     if not isinstance(value, str) or len(value) > MAX_FIELD_CHARS:
         raise LeafRefused(f"audit leaf refused: {name}")
-    if any(ord(ch) < 0x20 for ch in value):
+    if _CONTROL.search(value):
         raise LeafRefused(f"audit leaf refused: {name} holds control characters")
     # A UUID's 12-digit group can hold 9 digits by chance; it never holds a dashed TIN.
     if _UUID.fullmatch(value):
@@ -160,4 +161,7 @@ def index_marker(index: int) -> bytes:
     The marker has an unescaped quote right after a comma, which cannot occur
     inside a JSON string, so it only matches the real ``index`` member.
     """
-    return b',"index":%d,"outcome":"' % index
+    return INDEX_MARKER % index
+
+
+INDEX_MARKER = b',"index":%d,"outcome":"'

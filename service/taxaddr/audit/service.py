@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text, tuple_
+from sqlalchemy import Table, and_, insert, or_, select
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
@@ -25,8 +25,8 @@ from taxaddr.audit.checkpoint import (
     open_checkpoint,
     sign_checkpoint,
 )
-from taxaddr.audit.leaf import index_marker
-from taxaddr.audit.log import publish_tree_size, read_head
+from taxaddr.audit.leaf import INDEX_MARKER
+from taxaddr.audit.log import Head, publish_tree_size, read_head
 from taxaddr.audit.models import AuditCheckpoint, AuditLeaf, AuditNode
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
@@ -35,6 +35,9 @@ from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000
 VERIFY_CHUNK = 1 << 14
+_SQL_LEAF_CHUNK = (
+    "SELECT leaf_json FROM audit_leaves WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?"
+)
 
 _LEAVES = cast(Table, AuditLeaf.__table__)
 _NODES = cast(Table, AuditNode.__table__)
@@ -139,10 +142,19 @@ def consistency_proof_json(session: Session, first: int, second: int) -> dict[st
 
 
 def _lookup_nodes(session: Session, ids: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    rows = session.execute(
-        select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(
-            tuple_(_NODES.c.level, _NODES.c.node_index).in_(sorted(ids))
+    by_level: dict[int, list[int]] = {}
+    for level, index in ids:
+        by_level.setdefault(level, []).append(index)
+    # One OR term per level so that SQLite and PostgreSQL both search the primary key
+    # (a row-value IN list makes SQLite scan the table).
+    condition = or_(
+        *(
+            and_(_NODES.c.level == level, _NODES.c.node_index.in_(sorted(indices)))
+            for level, indices in sorted(by_level.items())
         )
+    )
+    rows = session.connection().execute(
+        select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(condition)
     )
     found = {(int(level), int(index)): bytes(h) for level, index, h in rows}
     if len(found) != len(ids):
@@ -193,7 +205,7 @@ def verify_log(session: Session, keystore: KeyStore, settings: Settings) -> Veri
     try:
         checkpoints = _verified_checkpoints(session, audit_verifier(keystore, settings), settings)
         size, root_hash = _recompute(session, checkpoints)
-        _check_end(size, root_hash, head.tree_size, head.root_hash, checkpoints)
+        _check_end(session, size, root_hash, head, checkpoints)
     except _Bad as bad:
         return VerifyReport(False, bad.leaf, bad.message, head.tree_size, 0)
     latest = f" (latest at tree size {checkpoints[-1].tree_size})" if checkpoints else ""
@@ -236,50 +248,77 @@ def _recompute(session: Session, checkpoints: list[_StoredCheckpoint]) -> tuple[
     last_good = 0
     position = 0
     sha256 = hashlib.sha256
-    query = text(
-        "SELECT leaf_index, leaf_json, leaf_hash FROM audit_leaves "
-        "WHERE leaf_index >= :start ORDER BY leaf_index LIMIT :n"
-    )
+    marker = INDEX_MARKER
     if 0 in by_size:
-        _compare(compact, by_size[0], 0)
-    while True:
-        rows = session.execute(query, {"start": position, "n": VERIFY_CHUNK}).all()
-        if not rows:
-            break
-        chunk_start = position
-        hashes: list[bytes] = []
-        append = hashes.append
-        for index, data, stored in rows:
-            if index != position:
-                raise _Bad(f"leaf {position}: missing (next stored leaf is {index})", position)
-            h = sha256(b"\x00" + data).digest()
-            if h != stored:
-                raise _Bad(f"leaf {position}: its JSON does not match its leaf hash", position)
-            if index_marker(position) not in data:
-                raise _Bad(f"leaf {position}: its index field is not {position}", position)
-            append(h)
-            position += 1
-        # Push the chunk as perfect subtrees, stopping at every checkpoint size inside it.
-        cuts = [s for s in targets if chunk_start < s <= position]
-        segment_start = chunk_start
-        for cut in sorted({*cuts, position}):
-            if cut > segment_start:
-                for level, node_index in merkle.perfect_subtrees(segment_start, cut):
-                    lo = (node_index << level) - chunk_start
-                    sub = merkle.perfect_root(hashes[lo : lo + (1 << level)])
-                    compact.push_subtree(level, sub)
-                segment_start = cut
-            if cut in by_size:
-                last_good = _compare(compact, by_size[cut], last_good)
+        _compare(session, compact, by_size[0], 0)
+    conn = session.connection()
+    qmark = conn.dialect.paramstyle == "qmark"
+    query = _SQL_LEAF_CHUNK if qmark else _SQL_LEAF_CHUNK.replace("?", "%s")
+    # The driver cursor streams plain tuples; this loop is the verifier's hot path.
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        while True:
+            cursor.execute(query, (position, VERIFY_CHUNK))
+            rows = cursor.fetchall()
+            if not rows:
+                break
+            chunk_start = position
+            datas = [row[0] for row in rows]
+            end = chunk_start + len(datas)
+            hashes = [sha256(b"\x00" + d).digest() for d in datas]
+            # A deleted or moved leaf also fails the index check; the walk names the cause.
+            if not all(marker % i in d for i, d in enumerate(datas, chunk_start)):
+                _name_first_bad_leaf(session, chunk_start, end)
+            position = end
+            # Push the chunk as perfect subtrees, stopping at every checkpoint size inside it.
+            cuts = [s for s in targets if chunk_start < s <= position]
+            segment_start = chunk_start
+            for cut in sorted({*cuts, position}):
+                if cut > segment_start:
+                    for level, node_index in merkle.perfect_subtrees(segment_start, cut):
+                        lo = (node_index << level) - chunk_start
+                        sub = merkle.perfect_root(hashes[lo : lo + (1 << level)])
+                        compact.push_subtree(level, sub)
+                    segment_start = cut
+                if cut in by_size:
+                    last_good = _compare(session, compact, by_size[cut], last_good)
+    finally:
+        cursor.close()
     return position, compact.root()
 
 
+def _name_first_bad_leaf(session: Session, start: int, end: int) -> None:
+    """Walk leaves ``[start, end)`` (positions) and raise for the first bad one.
+
+    Runs only after a bulk check failed, so it may be slow: it reads the stored
+    index and leaf hash columns too, to say what is wrong.
+    """
+    rows = session.execute(
+        select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_json, _LEAVES.c.leaf_hash)
+        .where(_LEAVES.c.leaf_index >= start)
+        .order_by(_LEAVES.c.leaf_index)
+        .limit(end - start)
+    )
+    for position, (index, data, stored_hash) in enumerate(rows, start):
+        if index != position:
+            raise _Bad(f"leaf {position}: missing (next stored leaf is {index})", position)
+        if merkle.leaf_hash(bytes(data)) != bytes(stored_hash):
+            raise _Bad(f"leaf {position}: its JSON does not match its leaf hash", position)
+        if INDEX_MARKER % position not in bytes(data):
+            raise _Bad(f"leaf {position}: its index field is not {position}", position)
+
+
 def _compare(
-    compact: merkle.CompactRange, checkpoints: list[_StoredCheckpoint], last_good: int
+    session: Session,
+    compact: merkle.CompactRange,
+    checkpoints: list[_StoredCheckpoint],
+    last_good: int,
 ) -> int:
     root_hash = compact.root()
     for cp in checkpoints:
         if cp.root_hash != root_hash:
+            # Name the leaf if the stored leaf hashes tell which one changed.
+            _name_first_bad_leaf(session, last_good, cp.tree_size)
             raise _Bad(
                 f"leaf {last_good}: leaves {last_good}..{cp.tree_size - 1} do not hash to the root "
                 f"signed in checkpoint {cp.id} (tree size {cp.tree_size})",
@@ -289,12 +328,13 @@ def _compare(
 
 
 def _check_end(
+    session: Session,
     size: int,
     root_hash: bytes,
-    head_size: int,
-    head_root: bytes,
+    head: Head,
     checkpoints: list[_StoredCheckpoint],
 ) -> None:
+    head_size, head_root = head.tree_size, head.root_hash
     signed_max = max((cp for cp in checkpoints), key=lambda cp: cp.tree_size, default=None)
     if signed_max is not None and signed_max.tree_size > size:
         raise _Bad(
@@ -307,6 +347,8 @@ def _check_end(
     if head_size < size:
         raise _Bad(f"leaf {head_size}: stored beyond the log head ({head_size} leaves)", head_size)
     if head_root != root_hash:
+        signed = max((cp.tree_size for cp in checkpoints), default=0)
+        _name_first_bad_leaf(session, signed, size)
         raise _Bad("log head: its compact range does not match the recomputed tree", None)
 
 

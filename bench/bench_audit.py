@@ -1,0 +1,159 @@
+"""Audit log benchmark (a script, not a test): ``python bench/bench_audit.py``.
+
+Measures, on SQLite in a temporary directory:
+
+1. appends inside committed transactions, one leaf per ``write_transaction``
+   (target: at least 2,000 leaves/s);
+2. full verification of a large log with ``verify_log`` (target: at least
+   300,000 leaves/s), after building it with the bulk append path;
+3. inclusion proofs served from storage at that size (target: at most 1 ms).
+
+Options: ``--appends N`` (default 3000), ``--leaves N`` (default 1,000,000),
+``--proofs N`` (default 2000), ``--postgres URL`` to run step 1 against PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
+
+from taxaddr.audit import merkle
+from taxaddr.audit.leaf import LeafInput, case_number_hash
+from taxaddr.audit.log import append_leaf, bulk_append
+from taxaddr.audit.service import inclusion_proof, latest_checkpoint, verify_log
+from taxaddr.config import Settings
+from taxaddr.crypto.keystore import FileKeyStore, init_dev_keys
+from taxaddr.db import make_engine, write_transaction
+from taxaddr.migrate import upgrade
+
+T0 = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
+CASE = case_number_hash("1:26-cr-00123")
+
+
+def leaf(i: int) -> LeafInput:
+    return LeafInput(
+        request_id=str(uuid.UUID(int=i + 1)),
+        requester_id=f"agent-{i % 50}",
+        agency=("ICE-HSI", "FBI", "DEA")[i % 3],
+        role="requester",
+        case_jti=f"jti-{i % 1000}",
+        case_number_hash=CASE,
+        statute="8 U.S.C. 1326",
+        outcome=("disclosed", "denied", "no_match")[i % 3],
+        reason_codes=("case_expired",) if i % 3 == 1 else (),
+        subject_ref=f"{i:064x}",
+        policy_version="bench",
+        time=T0 + timedelta(milliseconds=i),
+    )
+
+
+def bench_appends(url: str, n: int) -> float:
+    engine = make_engine(url)
+    start = time.perf_counter()
+    for i in range(n):
+        with write_transaction(engine) as session:
+            append_leaf(session, leaf(i))
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return n / elapsed
+
+
+def build_bulk(url: str, n: int, batch: int = 20_000) -> float:
+    engine = make_engine(url)
+    start = time.perf_counter()
+    for lo in range(0, n, batch):
+        with write_transaction(engine) as session:
+            bulk_append(session, [leaf(i) for i in range(lo, min(n, lo + batch))])
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=3000)
+    parser.add_argument("--leaves", type=int, default=1_000_000)
+    parser.add_argument("--proofs", type=int, default=2000)
+    parser.add_argument("--postgres", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="taxaddr-bench-") as tmp:
+        keys = Path(tmp) / "keys"
+        init_dev_keys(keys)
+        keystore = FileKeyStore(keys)
+
+        url = f"sqlite:///{tmp}/append.db"
+        upgrade(url)
+        rate = bench_appends(url, args.appends)
+        print(f"append, one leaf per committed transaction (SQLite): {rate:,.0f} leaves/s")
+        if args.postgres:
+            upgrade(args.postgres)
+            rate = bench_appends(args.postgres, args.appends)
+            print(f"append, one leaf per committed transaction (PostgreSQL): {rate:,.0f} leaves/s")
+
+        url = f"sqlite:///{tmp}/big.db"
+        upgrade(url)
+        settings = Settings(env="test", database_url=url, keys_dir=keys)
+        half = args.leaves // 2
+        built = build_bulk(url, half)
+        engine = make_engine(url)
+        with write_transaction(engine) as session:
+            latest_checkpoint(session, keystore, settings)
+        built += build_bulk_from(url, half, args.leaves)
+        with write_transaction(engine) as session:
+            latest_checkpoint(session, keystore, settings)
+        print(f"bulk build of {args.leaves:,} leaves: {built:.1f} s")
+
+        with write_transaction(engine) as session:
+            start = time.perf_counter()
+            report = verify_log(session, keystore, settings)
+            elapsed = time.perf_counter() - start
+        assert report.ok, report.message
+        print(
+            f"full verification of {report.tree_size:,} leaves against {report.checkpoints} "
+            f"checkpoints: {elapsed:.2f} s = {report.tree_size / elapsed:,.0f} leaves/s"
+        )
+
+        rng = random.Random(6962)
+        size = args.leaves
+        timings: list[float] = []
+        with write_transaction(engine) as session:
+            inclusion_proof(session, 0, size)  # warm up
+            for _ in range(args.proofs):
+                index = rng.randrange(size)
+                start = time.perf_counter()
+                proof = inclusion_proof(session, index, size)
+                timings.append(time.perf_counter() - start)
+            assert len(proof) == merkle.inclusion_ranges(index, size).__len__()
+        timings.sort()
+        print(
+            f"inclusion proof at {size:,} leaves ({args.proofs} random leaves): "
+            f"median {statistics.median(timings) * 1e3:.3f} ms, "
+            f"p99 {timings[int(len(timings) * 0.99)] * 1e3:.3f} ms"
+        )
+        engine.dispose()
+    return 0
+
+
+def build_bulk_from(url: str, lo: int, hi: int, batch: int = 20_000) -> float:
+    engine = make_engine(url)
+    start = time.perf_counter()
+    for a in range(lo, hi, batch):
+        with write_transaction(engine) as session:
+            bulk_append(session, [leaf(i) for i in range(a, min(hi, a + batch))])
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
