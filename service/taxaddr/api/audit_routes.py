@@ -10,7 +10,6 @@ from fastapi.responses import PlainTextResponse
 from taxaddr.api.deps import get_service, require_role
 from taxaddr.api.identity import Requester
 from taxaddr.audit import service as audit_service
-from taxaddr.db import write_transaction
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Oversight = Annotated[Requester, Depends(require_role("oversight"))]
@@ -21,7 +20,7 @@ Index = Annotated[int, Query(ge=0, le=2**53)]
 def checkpoint(request: Request, _who: Oversight) -> PlainTextResponse:
     """The latest signed checkpoint (C2SP signed note); signs a new one if the tree grew."""
     svc = get_service(request)
-    with write_transaction(svc.engine) as session:
+    with svc.write() as session:
         note = audit_service.latest_checkpoint(session, svc.keystore, svc.settings)
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
 

@@ -8,10 +8,10 @@ The steps follow DESIGN.md's data flow, in order, and stop at the first refusal:
 4. role          only the ``requester`` role may ask (403 role_forbidden)
 5. case          the case reference verified against trusted issuers (403 case_*)
 6. policy        decision on verified facts only (403 first reason; 503 when unavailable)
-7. replay        request_id already used by this requester (409)
-8. match         uniform ``no_unique_match`` (404) for unknown TIN, name mismatch, ambiguity
-9. transaction   quota + audit leaf + encrypted accounting + replay guard, one commit
-10. answer       address, use restriction, audit reference and a signed receipt
+7. match         uniform ``no_unique_match`` (404) for unknown TIN, name mismatch, ambiguity
+8. transaction   replay guard (409 request_replayed) + quota + audit leaf + encrypted
+                 accounting, one commit (a no-match records its leaf and request_id too)
+9. answer        address, use restriction, audit reference and a signed receipt
 
 Policy refusals (4-6) happen before any store lookup, so a refused request
 never reveals whether a taxpayer exists. Every 200/403/404/409 answer to a
@@ -22,6 +22,7 @@ Nothing is disclosed unless the audit leaf committed (fail closed).
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ from taxaddr.api.schemas import DisclosureRequest, valid_request_id
 from taxaddr.audit.accounting import record_accounting
 from taxaddr.audit.leaf import LeafInput, case_number_hash
 from taxaddr.audit.log import AppendedLeaf, append_leaf
-from taxaddr.cases.usage import record_case, reserve_disclosure, usage
+from taxaddr.cases.usage import reserve_disclosure, usage
 from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
@@ -69,7 +70,7 @@ from taxaddr.errors import (
     order_reasons,
 )
 from taxaddr.policy import PolicyEngine, build_input, get_policy_engine
-from taxaddr.store.lookup import lookup_address
+from taxaddr.store.lookup import DisclosedAddress, lookup_address
 from taxaddr.store.normalize import normalize_name, normalize_tin
 
 USE_RESTRICTION = (
@@ -106,6 +107,7 @@ class DisclosureService:
     keystore: FileKeyStore
     limiter: RateLimiter
     statute_labels: frozenset[str] = field(default_factory=frozenset)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def signer(self) -> ReceiptSigner:
@@ -121,6 +123,18 @@ class DisclosureService:
         except TaxaddrError:
             return UNKNOWN_POLICY_VERSION
         return version if isinstance(version, str) and version else UNKNOWN_POLICY_VERSION
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction. On SQLite, writers of this process queue on a lock
+        first, so they never sleep in SQLite's busy handler (other processes, e.g. the
+        CLI, still wait on the database lock itself)."""
+        if self.engine.dialect.name != "sqlite":
+            with write_transaction(self.engine) as session:
+                yield session
+            return
+        with self._write_lock, write_transaction(self.engine) as session:
+            yield session
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
@@ -171,80 +185,20 @@ def _count(trace: Trace) -> None:
 def _disclose(
     svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
 ) -> dict[str, Any]:
-    # 1. identity
+    # One read session (one pooled connection) for every step up to the match.
     with svc.read_session() as session:
-        who = lookup_identity(session, cert_der)
-    if who is None:
-        raise RequesterUnknown("the client certificate is not registered")
-    trace.requester_id, trace.agency, trace.role = who.id, who.agency, who.role
-    if who.revoked:
-        request_id = _lenient_request_id(body) or trace.request_id
-        trace.client_request_id = request_id
-        raise _record_denial(svc, who, trace, request_id, RequesterRevoked(), ctx=None)
-
-    # 2. rate limit (no leaf: 429 is counted in metrics only)
-    svc.limiter.take(who.id)
-
-    # 3. body
-    req = _parse(body)
-    trace.client_request_id = req.request_id
-    tin, name = _normalize_subject(req)
-    pseudonym_key = svc.keystore.pseudonym_key()
-    ref = subject_ref(pseudonym_key, tin)
-    ctx = _LeafContext(statute=req.statute, subject_ref=ref, policy_version=svc.policy_version())
-
-    # 4. role
-    if who.role != "requester":
-        raise _record_denial(svc, who, trace, req.request_id, RoleForbidden(), ctx=ctx)
-
-    with svc.read_session() as session:
-        # 5. case reference
-        try:
-            vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
-        except CaseError as exc:
-            raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
-        ctx.case = vc
-
-        # 6. policy (on verified facts only; no store access before it)
-        engine = svc.policy_engine()
-        decision = engine.decide(
-            build_policy_input(
-                who,
-                vc=vc,
-                req=req,
-                ref=ref,
-                disclosures_used=usage(session, vc.jti),
-                pseudonym_key=pseudonym_key,
-            )
-        )
-        ctx.policy_version = decision.policy_version
-        if not decision.allow:
-            reasons = order_reasons(list(decision.reasons)) or ["policy_denied"]
-            raise _record_denial(
-                svc, who, trace, req.request_id, PolicyDenied(reasons), ctx=ctx
-            ) from None
-
-        # 7. replay guard (checked again, authoritatively, inside the write transaction)
-        if _replayed(session, who.id, req.request_id):
-            raise _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
-
-        # 8. match (uniform: the store does the same work on every miss path)
-        try:
-            address = lookup_address(
-                session, svc.keystore, tin=tin, name=name, tax_periods=list(req.tax_periods)
-            )
-        except NoUniqueMatch:
-            address = None
+        allowed = _decide(svc, session, cert_der, body, trace)
+    who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
+    tin, name, address = allowed.tin, allowed.name, allowed.address
     if address is None:
         trace.outcome = "no_match"
         raise _record_no_match(svc, who, trace, req, ctx)
 
-    # 9. one write transaction: quota, audit leaf, accounting, replay guard
+    # 8. one write transaction: replay guard, quota, audit leaf, accounting
     disclosure_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     try:
-        with write_transaction(svc.engine) as session:
-            record_case(session, vc)
+        with svc.write() as session:
             _check_not_replayed(session, who.id, req.request_id)
             _reserve_quota(session, vc)
             leaf = append_leaf(
@@ -295,7 +249,7 @@ def _disclose(
     except CaseError as exc:
         raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
 
-    # 10. answer (only after the audit leaf committed)
+    # 9. answer (only after the audit leaf committed)
     trace.leaf_index = leaf.index
     statute_label = metrics.bounded(req.statute, svc.statute_labels or {req.statute})
     metrics.DISCLOSURES.labels(agency=who.agency, statute=statute_label).inc()
@@ -329,6 +283,86 @@ def _disclose(
             }
         ),
     }
+
+
+@dataclass(frozen=True)
+class _Allowed:
+    """What the read phase established for a request the policy allowed."""
+
+    who: RequesterRecord
+    req: DisclosureRequest
+    ctx: _LeafContext
+    case: VerifiedCase
+    tin: str
+    name: str
+    address: DisclosedAddress | None  # None: no unique match
+
+
+def _decide(
+    svc: DisclosureService, session: Session, cert_der: bytes | None, body: bytes, trace: Trace
+) -> _Allowed:
+    """Steps 1-7 (everything before the write transaction) in one read session."""
+    # 1. identity
+    who = lookup_identity(session, cert_der)
+    if who is None:
+        raise RequesterUnknown("the client certificate is not registered")
+    trace.requester_id, trace.agency, trace.role = who.id, who.agency, who.role
+    if who.revoked:
+        request_id = _lenient_request_id(body) or trace.request_id
+        trace.client_request_id = request_id
+        raise _record_denial(svc, who, trace, request_id, RequesterRevoked(), ctx=None)
+
+    # 2. rate limit (no leaf: 429 is counted in metrics only)
+    svc.limiter.take(who.id)
+
+    # 3. body
+    req = _parse(body)
+    trace.client_request_id = req.request_id
+    tin, name = _normalize_subject(req)
+    pseudonym_key = svc.keystore.pseudonym_key()
+    ref = subject_ref(pseudonym_key, tin)
+    ctx = _LeafContext(statute=req.statute, subject_ref=ref, policy_version=svc.policy_version())
+
+    # 4. role
+    if who.role != "requester":
+        raise _record_denial(svc, who, trace, req.request_id, RoleForbidden(), ctx=ctx)
+
+    # 5. case reference
+    try:
+        vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
+    except CaseError as exc:
+        raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
+    ctx.case = vc
+
+    # 6. policy (on verified facts only; no store access before it)
+    engine = svc.policy_engine()
+    decision = engine.decide(
+        build_policy_input(
+            who,
+            vc=vc,
+            req=req,
+            ref=ref,
+            disclosures_used=usage(session, vc.jti),
+            pseudonym_key=pseudonym_key,
+        )
+    )
+    ctx.policy_version = decision.policy_version
+    if not decision.allow:
+        reasons = order_reasons(list(decision.reasons)) or ["policy_denied"]
+        raise _record_denial(
+            svc, who, trace, req.request_id, PolicyDenied(reasons), ctx=ctx
+        ) from None
+
+    # 7. match (uniform: the store does the same work on every miss path). The
+    # replay guard is checked in the write transaction that follows either way,
+    # before anything is disclosed or a no-match is recorded.
+    try:
+        address = lookup_address(
+            session, svc.keystore, tin=tin, name=name, tax_periods=list(req.tax_periods)
+        )
+    except NoUniqueMatch:
+        address = None
+    return _Allowed(who, req, ctx, vc, tin, name, address)
 
 
 def build_policy_input(
@@ -431,7 +465,7 @@ def _leaf(
 
 
 def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> AppendedLeaf:
-    with write_transaction(svc.engine) as session:
+    with svc.write() as session:
         return append_leaf(session, leaf)
 
 
@@ -463,7 +497,7 @@ def _record_no_match(
 ) -> TaxaddrError:
     now = datetime.now(UTC)
     try:
-        with write_transaction(svc.engine) as session:
+        with svc.write() as session:
             _check_not_replayed(session, who.id, req.request_id)
             leaf = append_leaf(
                 session,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.api.models import ROLES, RequesterRow
@@ -22,6 +22,13 @@ from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AGENCY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,63}$")
+
+
+_T = RequesterRow.__table__
+# Built once: the identity lookup runs on every request.
+_BY_FINGERPRINT = select(_T.c.id, _T.c.agency, _T.c.role, _T.c.revoked_at).where(
+    _T.c.fingerprint == bindparam("fp")
+)
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,7 @@ def lookup_identity(session: Session, cert_der: bytes | None) -> RequesterRecord
     if not cert_der:
         return None
     fingerprint = pki.fingerprint_der(cert_der)
-    row = session.execute(
-        select(RequesterRow).where(RequesterRow.fingerprint == fingerprint)
-    ).scalar_one_or_none()
+    row = session.execute(_BY_FINGERPRINT, {"fp": fingerprint}).first()
     if row is None:
         return None
     return RequesterRecord(

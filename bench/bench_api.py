@@ -1,0 +1,381 @@
+"""Benchmark: sustained disclosures over mTLS keep-alive connections vs. /healthz.
+
+Builds a throwaway world (dev keys, SQLite, the dev issuer, ``--records``
+seeded records, one case naming ``--subjects`` of them with a large quota,
+``--identities`` registered requester certificates), starts ``taxaddr serve``
+with default settings in its own process on 127.0.0.1, and drives it from
+``--procs`` load-generator processes, each with keep-alive httpx clients in
+threads (bounded: ``--connections`` in total, 127.0.0.1 only).
+
+Phases (same server, same run):
+  1. /healthz, closed loop, for ``--duration`` seconds: requests/s
+  2. POST /v1/disclosures, closed loop: disclosures/s (every answer must be 200)
+  3. POST /v1/disclosures paced at half of phase 2's rate: p50/p99 latency
+Then, with ``--profile``, a cProfile summary of the disclosure path in-process.
+
+The default rate limit (600/min per requester identity) stays on; the load is
+spread over many identities as it would be over many agents.
+
+Run: .venv/bin/python bench/bench_api.py [--duration 10] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import random
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+STATUTE = "8 U.S.C. 1324"
+REASON = (
+    "Subject is charged under 8 U.S.C. 1324 in this case; the arrest warrant must be "
+    "served at the subject's current residence."
+)
+
+
+def _letters(n: int) -> str:
+    out = ""
+    n += 26 * 26
+    while n:
+        n, r = divmod(n, 26)
+        out += chr(65 + r)
+    return out
+
+
+def person(i: int) -> tuple[str, str]:
+    tin = f"{101 + i // 90000:03d}-{10 + (i // 1000) % 90:02d}-{1000 + i % 1000:04d}"
+    return tin, f"PERSON {_letters(i)}"
+
+
+def build(root: Path, records: int, cases: int, per_case: int, identities: int) -> dict[str, Any]:
+    """Create the world through the service's own code paths; returns what clients need."""
+    from taxaddr.api.identity import add_requester
+    from taxaddr.api.runtime import engine_for, keystore_for
+    from taxaddr.cases.issue import CaseSpec, sign_case_reference
+    from taxaddr.cases.issuers import add_from_file
+    from taxaddr.config import Settings
+    from taxaddr.crypto import pki
+    from taxaddr.crypto.keystore import DEV_ISSUER_ID, init_dev_keys
+    from taxaddr.db import write_transaction
+    from taxaddr.migrate import upgrade
+    from taxaddr.store.importer import import_file
+
+    keys = root / "keys"
+    init_dev_keys(keys)
+    url = f"sqlite:///{root / 'taxaddr.db'}"
+    upgrade(url)
+    settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=REPO / "policies")
+    keystore = keystore_for(settings)
+    add_from_file(settings, DEV_ISSUER_ID, keys / "issuers" / f"{DEV_ISSUER_ID}.jwk")
+    csv_path = root / "records.csv"
+    with csv_path.open("w") as fh:
+        fh.write("tin,name,street,city,state,zip,tax_period,as_of\n")
+        for i in range(records):
+            tin, name = person(i)
+            fh.write(f"{tin},{name},{i} Main Street,Springfield,IL,62701,2024,2024-03-01\n")
+    import_file(engine_for(settings), keystore, csv_path)
+    ids = [f"bench-agent-{n:03d}" for n in range(identities)]
+    certs = root / "certs"
+    certs.mkdir()
+    ca = keystore.client_ca()
+    with write_transaction(engine_for(settings)) as session:
+        for rid in ids:
+            issued = pki.issue_cert(ca, rid, server=False)
+            (certs / f"{rid}.crt").write_bytes(issued.cert_pem())
+            (certs / f"{rid}.key").write_bytes(issued.key_pem())
+            add_requester(
+                session, requester_id=rid, agency="ICE-HSI", role="requester", cert=issued.cert
+            )
+    case_refs = [
+        sign_case_reference(
+            keystore,
+            keys,
+            CaseSpec(
+                issuer=DEV_ISSUER_ID,
+                number=f"1:26-cr-{700 + c:05d}",
+                court="D.D.C.",
+                proceeding="criminal",
+                statutes=[STATUTE],
+                agency="ICE-HSI",
+                requesters=ids,
+                subjects=[person(c * per_case + i)[0] for i in range(per_case)],
+                tax_periods=["2024"],
+                max_disclosures=1_000_000,
+                valid_days=30,
+            ),
+        )
+        for c in range(cases)
+    ]
+    return {
+        "env": {
+            "TAXADDR_ENV": "test",
+            "TAXADDR_DATABASE_URL": url,
+            "TAXADDR_KEYS_DIR": str(keys),
+            "TAXADDR_POLICY_DIR": str(REPO / "policies"),
+        },
+        "ids": ids,
+        "certs": str(certs),
+        "ca": str(keys / "server-ca.crt"),
+        "cases": case_refs,
+        "per_case": per_case,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_client(world: dict[str, Any], rid: str, base: str) -> httpx.Client:
+    ctx = ssl.create_default_context(cafile=world["ca"])
+    ctx.load_cert_chain(f"{world['certs']}/{rid}.crt", f"{world['certs']}/{rid}.key")
+    return httpx.Client(base_url=base, verify=ctx, timeout=30.0)
+
+
+def disclosure_body(world: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    c = rng.randrange(len(world["cases"]))
+    i = c * world["per_case"] + rng.randrange(world["per_case"])
+    tin, name = person(i)
+    return {
+        "request_id": str(uuid.uuid4()),
+        "case_reference": world["cases"][c],
+        "subject": {
+            "tin": tin,
+            "name": name,
+            "last_known_address": {
+                "street": f"{i} Main Street",
+                "city": "Springfield",
+                "state": "IL",
+                "zip": "62701",
+            },
+        },
+        "tax_periods": ["2024"],
+        "statute": STATUTE,
+        "reason": REASON,
+    }
+
+
+def _worker(args: tuple[dict[str, Any], str, str, list[str], float, float, int]) -> dict[str, Any]:
+    """One load-generator process: a thread per identity, each with a keep-alive client."""
+    world, base, mode, ids, duration, interval, seed = args
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    start_at = time.monotonic() + 0.5
+    stop_at = start_at + duration
+
+    def loop(rid: str, n: int) -> None:
+        rng = random.Random(seed * 1000 + n)
+        local: list[float] = []
+        local_status: dict[int, int] = {}
+        with make_client(world, rid, base) as client:
+            client.get("/healthz")  # handshake before the clock starts
+            while time.monotonic() < start_at:
+                time.sleep(0.001)
+            next_send = start_at + rng.random() * interval
+            while True:
+                if interval:
+                    now = time.monotonic()
+                    if next_send > now:
+                        time.sleep(next_send - now)
+                    next_send += interval
+                t0 = time.monotonic()
+                if t0 >= stop_at:
+                    break
+                if mode == "healthz":
+                    r = client.get("/healthz")
+                else:
+                    r = client.post("/v1/disclosures", json=disclosure_body(world, rng))
+                local.append(time.monotonic() - t0)
+                local_status[r.status_code] = local_status.get(r.status_code, 0) + 1
+        with lock:
+            latencies.extend(local)
+            for k, v in local_status.items():
+                statuses[k] = statuses.get(k, 0) + v
+
+    threads = [threading.Thread(target=loop, args=(rid, n)) for n, rid in enumerate(ids)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"latencies": latencies, "statuses": statuses}
+
+
+def run_phase(
+    world: dict[str, Any],
+    *,
+    base: str,
+    mode: str,
+    connections: int,
+    procs: int,
+    duration: float,
+    rate: float | None = None,
+) -> dict[str, Any]:
+    ids = world["ids"][:connections]
+    groups = [ids[i::procs] for i in range(procs)]
+    interval = connections / rate if rate else 0.0
+    with mp.get_context("spawn").Pool(procs) as pool:
+        results = pool.map(
+            _worker,
+            [(world, base, mode, g, duration, interval, n) for n, g in enumerate(groups) if g],
+        )
+    latencies = sorted(x for r in results for x in r["latencies"])
+    statuses: dict[int, int] = {}
+    for r in results:
+        for k, v in r["statuses"].items():
+            statuses[int(k)] = statuses.get(int(k), 0) + v
+    total = len(latencies)
+    return {
+        "mode": mode,
+        "requests": total,
+        "per_second": total / duration,
+        "statuses": statuses,
+        "p50_ms": statistics.median(latencies) * 1000 if latencies else None,
+        "p99_ms": latencies[int(0.99 * (total - 1))] * 1000 if latencies else None,
+    }
+
+
+def profile_disclosures(world: dict[str, Any], n: int) -> str:
+    """cProfile of the in-process disclosure path (no HTTP/TLS), top entries."""
+    os.environ.update(world["env"])
+    from taxaddr.api.app import create_app
+    from taxaddr.api.disclosure import Trace, disclose
+    from taxaddr.config import get_settings
+
+    get_settings.cache_clear()
+    app = create_app(get_settings())
+    svc = app.state.svc
+    rid = world["ids"][-1]
+    der = ssl.PEM_cert_to_DER_cert(Path(f"{world['certs']}/{rid}.crt").read_text())
+    rng = random.Random(7)
+    svc.limiter.per_minute = 0  # profile the decision path, not the bucket
+    bodies = [json.dumps(disclosure_body(world, rng)).encode() for _ in range(n + 50)]
+    for b in bodies[:50]:
+        disclose(svc, der, b, Trace("warm"))
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    for b in bodies[50:]:
+        disclose(svc, der, b, Trace("p"))
+    prof.disable()
+    per = (time.perf_counter() - t0) / n * 1000
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"taxaddr|sqlalchemy/orm/session|regorus|nacl", 30)
+    return f"in-process disclose(): {per:.2f} ms/request under cProfile ({n} requests)\n" + (
+        out.getvalue()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=20_000)
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--per-case", type=int, default=50, help="subjects named per case")
+    parser.add_argument("--identities", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="taxaddr-bench-api-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        t0 = time.perf_counter()
+        world = build(root, args.records, args.cases, args.per_case, args.identities)
+        print(
+            f"world built in {time.perf_counter() - t0:.1f}s: {args.records} records, "
+            f"{args.cases} cases x {args.per_case} subjects, {args.identities} identities"
+        )
+        port = free_port()
+        env = {
+            **os.environ,
+            **world["env"],
+            "TAXADDR_PORT": str(port),
+            "TAXADDR_LOG_LEVEL": "WARNING",
+        }
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "taxaddr"), "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"https://127.0.0.1:{port}"
+        with make_client(world, world["ids"][0], base) as c:
+            for _ in range(200):
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        conns = min(args.connections, args.identities)
+        health = run_phase(
+            world,
+            base=base,
+            mode="healthz",
+            connections=conns,
+            procs=args.procs,
+            duration=args.duration,
+        )
+        disc = run_phase(
+            world,
+            base=base,
+            mode="disclose",
+            connections=conns,
+            procs=args.procs,
+            duration=args.duration,
+        )
+        half = disc["per_second"] / 2
+        paced = run_phase(
+            world,
+            base=base,
+            mode="disclose",
+            connections=conns,
+            procs=args.procs,
+            duration=args.duration,
+            rate=half,
+        )
+        ratio = disc["per_second"] / health["per_second"] if health["per_second"] else 0.0
+        print(json.dumps({"healthz": health, "disclosures": disc, "paced_half": paced}, indent=2))
+        print(f"healthz:      {health['per_second']:8.1f} req/s")
+        print(f"disclosures:  {disc['per_second']:8.1f} /s  (statuses {disc['statuses']})")
+        print(f"ratio disclosures/healthz: {ratio:.2f}")
+        print(
+            f"at {half:.0f}/s (half): p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms, "
+            f"achieved {paced['per_second']:.1f}/s"
+        )
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)
+        server = None
+        if args.profile:
+            print(profile_disclosures(world, args.profile))
+    finally:
+        if server is not None:
+            server.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
