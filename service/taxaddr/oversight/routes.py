@@ -6,19 +6,11 @@ function of :mod:`taxaddr.oversight` or :mod:`taxaddr.reports`, and renders.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    generate_latest,
-    multiprocess,
-)
 
 from taxaddr import metrics
 from taxaddr.api.deps import get_service, require_role
@@ -29,6 +21,7 @@ from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.db import write_transaction
 from taxaddr.errors import RequestInvalid
+from taxaddr.oversight import exposition
 from taxaddr.oversight.dashboard import CheckpointView, build_view, default_period, render_html
 from taxaddr.oversight.summary import check_period, parse_day, summarize
 from taxaddr.oversight.verification import VerificationMonitor, verify_now
@@ -62,15 +55,6 @@ def monitor_for(svc: DisclosureService) -> VerificationMonitor:
         return monitor
 
 
-def _registry() -> CollectorRegistry:
-    """The default registry, or the multiprocess view when several workers share a dir."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return registry
-    return REGISTRY
-
-
 @router.get("/metrics", response_class=Response)
 def metrics_endpoint(request: Request, _who: Scraper) -> Response:
     """Prometheus text exposition (roles monitor and oversight)."""
@@ -78,7 +62,7 @@ def metrics_endpoint(request: Request, _who: Scraper) -> Response:
     with svc.read_session() as session:
         metrics.AUDIT_TREE_SIZE.set(read_head(session).tree_size)
     monitor_for(svc).refresh_in_background()
-    return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition.exposition(), media_type=exposition.MEDIA_TYPE)
 
 
 def _period(from_: str | None, to: str | None, *, required: bool) -> tuple[Any, Any]:
