@@ -150,3 +150,31 @@ def test_equal_names_after_normalization_only_differ_in_case_and_spacing(parts: 
     assert out == out.upper()
     assert "  " not in out
     assert out == out.strip()
+
+
+_TIN_LIKE = st.from_regex(r"\A9?[0-9]{3}-?[0-9]{2}-?[0-9]{4}\Z")
+_FIELD = st.one_of(st.text(max_size=12), st.sampled_from(["DC", "PR", "AE", "12345", "2024"]))
+
+
+@given(
+    st.tuples(
+        st.one_of(_TIN_LIKE, st.text(max_size=12)),
+        st.one_of(st.from_regex(r"\A[A-Za-z .'\t-]{0,20}\Z"), st.text(max_size=10)),
+        _FIELD,
+        _FIELD,
+        st.one_of(st.sampled_from(sorted(n.USPS_STATES)), st.text(max_size=3)),
+        st.one_of(st.from_regex(r"\A[0-9]{5}(-?[0-9]{4})?\Z"), st.text(max_size=6)),
+        st.one_of(st.from_regex(r"\A[0-9]{4}\Z"), st.integers(0, 3000), st.text(max_size=5)),
+        st.one_of(st.dates().map(date.isoformat), st.text(max_size=10)),
+    )
+)
+def test_importer_fast_path_agrees_with_the_normalizers(values: tuple[object, ...]) -> None:
+    from taxaddr.store.importer import _validate_slow, validate_values
+
+    try:
+        slow = _validate_slow(7, values)
+    except ImportRowError:
+        with pytest.raises(ImportRowError):
+            validate_values(7, values)
+        return
+    assert validate_values(7, values) == slow

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -30,8 +32,7 @@ NAME_FIELD = "name"
 ADDRESS_FIELD = "address"
 
 
-@dataclass(frozen=True, slots=True)
-class AddressFields:
+class AddressFields(NamedTuple):
     street: str
     city: str
     state: str
@@ -92,14 +93,18 @@ def seal_record(
     name: str,
     address: AddressFields,
 ) -> SealedRecord:
-    data_key = envelope.new_data_key()
+    # One call to the OS CSPRNG for the data key and both nonces (hot path).
+    material = os.urandom(envelope.DATA_KEY_BYTES + 2 * envelope.NONCE_BYTES)
+    data_key = material[: envelope.DATA_KEY_BYTES]
+    nonce_name = material[envelope.DATA_KEY_BYTES : -envelope.NONCE_BYTES]
+    nonce_address = material[-envelope.NONCE_BYTES :]
     cipher = AESGCM(data_key)
     binding = _binding(record_id, blind_index, tax_period, as_of)
-    name_ct = envelope.seal_with(
-        cipher, name.encode(), envelope.aad(ADDRESS_TABLE, binding, NAME_FIELD)
+    name_ct = nonce_name + cipher.encrypt(
+        nonce_name, name.encode(), envelope.aad(ADDRESS_TABLE, binding, NAME_FIELD)
     )
-    address_ct = envelope.seal_with(
-        cipher, address.to_bytes(), envelope.aad(ADDRESS_TABLE, binding, ADDRESS_FIELD)
+    address_ct = nonce_address + cipher.encrypt(
+        nonce_address, address.to_bytes(), envelope.aad(ADDRESS_TABLE, binding, ADDRESS_FIELD)
     )
     return SealedRecord(kek_version, keystore.wrap_with(kek_version, data_key), name_ct, address_ct)
 
