@@ -17,9 +17,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from taxaddr.crypto.keystore import KeyStore
@@ -46,19 +46,39 @@ class DisclosedAddress:
     as_of: str  # ISO date
 
 
-_SELECT = select(
-    address_records.c.id,
-    address_records.c.blind_index,
-    address_records.c.tax_period,
-    address_records.c.as_of,
-    address_records.c.kek_version,
-    address_records.c.wrapped_key,
-    address_records.c.name_ct,
-    address_records.c.address_ct,
-).where(
-    address_records.c.blind_index == bindparam("bi"),
-    address_records.c.tax_period.in_(bindparam("periods", expanding=True)),
-)
+_COLUMNS = "id, blind_index, tax_period, as_of, kek_version, wrapped_key, name_ct, address_ct"
+_sql_cache: dict[tuple[str, int], str] = {}
+
+
+def _select_sql(paramstyle: str, periods: int) -> str:
+    """The one lookup query as driver SQL (the hot path skips SQLAlchemy's compiler)."""
+    key = (paramstyle, periods)
+    sql = _sql_cache.get(key)
+    if sql is None:
+        mark = "?" if paramstyle == "qmark" else "%s"
+        marks = ", ".join([mark] * periods)
+        sql = _sql_cache[key] = (
+            f"SELECT {_COLUMNS} FROM {address_records.name} "  # noqa: S608 - constants only
+            f"WHERE blind_index = {mark} AND tax_period IN ({marks})"
+        )
+    return sql
+
+
+def _stored_row(values: Sequence[Any]) -> StoredRow:
+    rid, bi, period, as_of, version, wrapped, name_ct, address_ct = values
+    if isinstance(as_of, str):  # SQLite hands back the ISO text SQLAlchemy stored
+        as_of = date.fromisoformat(as_of)
+    return StoredRow(
+        int(rid),
+        bytes(bi),
+        str(period),
+        as_of,
+        int(version),
+        bytes(wrapped),
+        bytes(name_ct),
+        bytes(address_ct),
+    )
+
 
 # A TIN that can never be imported (area 000): stands in for a malformed request TIN
 # so that the query and the HMAC still run.
@@ -138,10 +158,9 @@ def lookup_address(
         usable, periods = False, [_UNUSABLE_PERIOD]
 
     indexer = _dummies(keystore).indexer
-    result = session.connection().execute(
-        _SELECT, {"bi": indexer(want_tin), "periods": periods}
-    )
-    rows = [StoredRow(*r) for r in result]
+    conn = session.connection()
+    sql = _select_sql(conn.dialect.paramstyle, len(periods))
+    rows = [_stored_row(r) for r in conn.exec_driver_sql(sql, (indexer(want_tin), *periods))]
 
     # One name decryption per requested period, real or dummy.
     names: set[str] = set()
