@@ -2,10 +2,9 @@
 # title: taxaddr disclosure decision
 # description: >-
 #   May one taxpayer address be disclosed under 26 U.S.C. 6103(i)(2)?
-#   Deny by default, twice over: `reasons` collects a contract code for every
-#   check that fails or cannot be established (missing field, wrong type,
-#   unreadable timestamp, missing data document), and `allowed` is a separate,
-#   positive statement of every condition; allow is true only when both agree.
+#   Deny by default: `reasons` collects a contract code for every check that
+#   fails or cannot be established (missing field, wrong type, unreadable
+#   timestamp, missing data document); allow is true only when it is empty.
 #   The input never carries a TIN, a name or an address: subjects are keyed
 #   pseudonyms and the address arrives only as the boolean address_complete.
 package taxaddr.disclosure
@@ -39,53 +38,16 @@ code_order := [
 
 ordered_reasons := [code | some code in code_order; code in reasons]
 
+# Deny by default: allow only when no check produced a reason. Each check
+# below is "not <the condition that permits>", and every permitting condition
+# is written over the typed views further down, which are undefined when a
+# field is missing or of the wrong type; so a check that cannot be established
+# yields its code.
 default allowed := false
 
-# The positive statement. Conditions are written inline (not as helper rules):
-# regorus pays a few microseconds per rule lookup, and this runs per request.
-allowed if {
-	count(reasons) == 0
-	input.requester.role == "requester"
-	now_ns >= nbf_ns
-	now_ns < exp_ns
-	input.case.proceeding == "criminal"
-	is_string(input.request.statute)
-	cfg.criminal_statutes[input.request.statute]
-	is_array(input.case.statutes)
-	input.request.statute in input.case.statutes
-	is_string(input.requester.agency)
-	input.requester.agency != ""
-	input.requester.agency == input.case.agency
-	is_string(input.requester.id)
-	input.requester.id != ""
-	is_array(input.case.requesters)
-	input.requester.id in input.case.requesters
-	is_string(input.request.subject_ref)
-	input.request.subject_ref != ""
-	is_array(input.case.subject_refs)
-	input.request.subject_ref in input.case.subject_refs
-	is_array(input.request.tax_periods)
-	count(input.request.tax_periods) > 0
-	is_array(input.case.tax_periods)
-	every period in input.request.tax_periods {
-		is_string(period)
-		period in input.case.tax_periods
-	}
-	is_string(input.request.reason)
-	is_number(cfg.min_reason_length)
-	count(trim_space(input.request.reason)) >= cfg.min_reason_length
-	not only_boilerplate
-	input.request.address_complete == true
-	is_number(input.case_usage.disclosures)
-	is_number(input.case.max_disclosures)
-	input.case_usage.disclosures >= 0
-	input.case_usage.disclosures < input.case.max_disclosures
-}
+allowed if count(reasons) == 0
 
 # --- the denial codes ------------------------------------------------------------
-# Each code has one rule per way its condition can fail. Type checks come
-# before any builtin that would raise on a wrong type (regorus raises where OPA
-# would only make the expression undefined).
 
 # The role comes from the registered identity, never from the request body.
 reasons contains "role_forbidden" if not input.requester.role == "requester"
@@ -99,116 +61,127 @@ reasons contains "case_not_yet_valid" if not now_ns >= nbf_ns
 reasons contains "proceeding_not_criminal" if not input.case.proceeding == "criminal"
 
 # The request's statute must be a designated federal criminal statute ...
-reasons contains "statute_not_criminal" if not is_string(input.request.statute)
-
-reasons contains "statute_not_criminal" if not cfg.criminal_statutes[input.request.statute]
+reasons contains "statute_not_criminal" if not cfg.criminal_statutes[statute]
 
 # ... and named on the case reference.
-reasons contains "statute_not_on_case" if not is_string(input.request.statute)
+reasons contains "statute_not_on_case" if not statute in case_statutes
 
-reasons contains "statute_not_on_case" if not is_array(input.case.statutes)
+reasons contains "agency_mismatch" if not requester_agency == input.case.agency
 
-reasons contains "statute_not_on_case" if not input.request.statute in input.case.statutes
-
-reasons contains "agency_mismatch" if not is_string(input.requester.agency)
-
-reasons contains "agency_mismatch" if input.requester.agency == ""
-
-reasons contains "agency_mismatch" if not input.requester.agency == input.case.agency
-
-reasons contains "requester_not_on_case" if not is_string(input.requester.id)
-
-reasons contains "requester_not_on_case" if input.requester.id == ""
-
-reasons contains "requester_not_on_case" if not is_array(input.case.requesters)
-
-reasons contains "requester_not_on_case" if not input.requester.id in input.case.requesters
+reasons contains "requester_not_on_case" if not requester_id in case_requesters
 
 # Subjects are compared as keyed pseudonyms (HMAC of the normalized TIN).
-reasons contains "subject_not_on_case" if not is_string(input.request.subject_ref)
+reasons contains "subject_not_on_case" if not subject_ref in case_subject_refs
 
-reasons contains "subject_not_on_case" if input.request.subject_ref == ""
+reasons contains "tax_period_not_covered" if not periods_covered
 
-reasons contains "subject_not_on_case" if not is_array(input.case.subject_refs)
-
-reasons contains "subject_not_on_case" if not input.request.subject_ref in input.case.subject_refs
-
-# Every requested period must be on the case; asking for none is not covered.
-reasons contains "tax_period_not_covered" if not is_array(input.request.tax_periods)
-
-reasons contains "tax_period_not_covered" if input.request.tax_periods == []
-
-reasons contains "tax_period_not_covered" if not is_array(input.case.tax_periods)
-
-# (`some .. in` raises on a non-collection in regorus, hence is_array first.)
-reasons contains "tax_period_not_covered" if {
-	is_array(input.request.tax_periods)
-	some period in input.request.tax_periods
-	not is_string(period)
-}
-
-reasons contains "tax_period_not_covered" if {
-	is_array(input.request.tax_periods)
-	some period in input.request.tax_periods
-	not period in input.case.tax_periods
-}
-
-# 6103(i)(2)(B): the specific reasons why the disclosure is relevant. At least
-# min_reason_length characters after trimming, and not only boilerplate.
-reasons contains "reason_insufficient" if not is_string(input.request.reason)
-
-reasons contains "reason_insufficient" if not is_number(cfg.min_reason_length)
-
-reasons contains "reason_insufficient" if {
-	is_string(input.request.reason)
-	count(trim_space(input.request.reason)) < cfg.min_reason_length
-}
-
-reasons contains "reason_insufficient" if only_boilerplate
+reasons contains "reason_insufficient" if not reason_specific
 
 # 6103(i)(2)(B) also requires the taxpayer's name and address in the request;
 # the service passes only whether the supplied address was complete.
 reasons contains "address_incomplete" if not input.request.address_complete == true
 
-reasons contains "case_quota_exhausted" if not is_number(input.case_usage.disclosures)
+reasons contains "case_quota_exhausted" if not usage < max_disclosures
 
-reasons contains "case_quota_exhausted" if not is_number(input.case.max_disclosures)
+# --- permitting conditions -----------------------------------------------------------
 
-reasons contains "case_quota_exhausted" if {
-	is_number(input.case_usage.disclosures)
-	input.case_usage.disclosures < 0
-}
-
-reasons contains "case_quota_exhausted" if {
-	is_number(input.case_usage.disclosures)
-	is_number(input.case.max_disclosures)
-	input.case_usage.disclosures >= input.case.max_disclosures
-}
-
-# --- the reason's words --------------------------------------------------------------
-
-# A reason is only boilerplate when every word of it (lower-cased, split at
-# whitespace and punctuation) is in the boilerplate vocabulary: the words of
-# the boilerplate_reasons phrases plus filler words. This catches a bare stock
-# phrase and also stock phrases repeated or chained to pass the length limit.
-# A reason with no word at all (only punctuation) is boilerplate too.
-only_boilerplate if {
-	is_string(input.request.reason)
-	is_array(cfg.boilerplate_vocabulary)
-	every word in reason_words {
-		word in cfg.boilerplate_vocabulary
+# Every requested period is on the case; asking for none is not covered.
+periods_covered if {
+	is_array(requested_periods)
+	every period in requested_periods {
+		is_string(period)
+		period in case_periods
 	}
 }
 
-reason_words := [word |
-	some word in split(strings.replace_n(separators, lower(input.request.reason)), " ")
-	word != ""
-] if is_string(input.request.reason)
+# 6103(i)(2)(B): the specific reasons why the disclosure is relevant: at least
+# min_reason_length characters after trimming, and not only boilerplate.
+reason_specific if {
+	is_number(cfg.min_reason_length)
+	count(reason_text) >= cfg.min_reason_length
+	not only_boilerplate
+}
 
-separators := {
-	"\t": " ", "\n": " ", "\r": " ", ".": " ", ",": " ", ";": " ", ":": " ",
-	"!": " ", "?": " ", "(": " ", ")": " ", "[": " ", "]": " ", "/": " ",
-	"-": " ", "_": " ", "\"": " ", "'": " ", "`": " ", "*": " ", "&": " ",
+# A reason is only boilerplate when every word of it (runs of ASCII letters and
+# digits, lower-cased) is in the boilerplate vocabulary: the words of the
+# boilerplate_reasons phrases plus filler words. This catches a bare stock
+# phrase and stock phrases repeated or chained to pass the length limit. A
+# reason with no such word at all is boilerplate too.
+only_boilerplate if {
+	is_object(cfg.boilerplate_vocabulary)
+	every word in regex.find_n(`[a-z0-9]+`, lower(reason_text), -1) {
+		cfg.boilerplate_vocabulary[word]
+	}
+}
+
+# --- typed views of the input: undefined unless present with the right type --------
+# (regorus raises where OPA would make an expression undefined, e.g. a builtin
+# given the wrong type, or `some .. in` over a non-collection; so builtins and
+# iterations only ever see these views.)
+
+requester_id := x if {
+	x := input.requester.id
+	is_string(x)
+	x != ""
+}
+
+requester_agency := x if {
+	x := input.requester.agency
+	is_string(x)
+	x != ""
+}
+
+statute := x if {
+	x := input.request.statute
+	is_string(x)
+}
+
+subject_ref := x if {
+	x := input.request.subject_ref
+	is_string(x)
+	x != ""
+}
+
+requested_periods := x if {
+	x := input.request.tax_periods
+	is_array(x)
+	count(x) > 0
+}
+
+reason_text := trim_space(x) if {
+	x := input.request.reason
+	is_string(x)
+}
+
+case_statutes := x if {
+	x := input.case.statutes
+	is_array(x)
+}
+
+case_requesters := x if {
+	x := input.case.requesters
+	is_array(x)
+}
+
+case_subject_refs := x if {
+	x := input.case.subject_refs
+	is_array(x)
+}
+
+case_periods := x if {
+	x := input.case.tax_periods
+	is_array(x)
+}
+
+usage := x if {
+	x := input.case_usage.disclosures
+	is_number(x)
+	x >= 0
+}
+
+max_disclosures := x if {
+	x := input.case.max_disclosures
+	is_number(x)
 }
 
 # --- time ------------------------------------------------------------------------

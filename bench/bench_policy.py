@@ -1,0 +1,184 @@
+"""Policy evaluation latency: embedded regorus vs. the OPA adapter over local HTTP, same run.
+
+Usage: .venv/bin/python bench/bench_policy.py [--n 5000] [--rounds 3] [--opa-n 500] [--cpu 0]
+
+Measures, pinned to one CPU, per-call latency (p50/p99, best round) of:
+
+* ``floor``: regorus ``set_input_json`` + ``eval_rule`` of a one-line rule (the
+  engine's fixed cost per evaluation on this machine, for comparison);
+* ``raw``: regorus ``set_input_json`` + ``eval_rule`` of
+  ``data.taxaddr.disclosure.decision`` on the real policy and data;
+* ``embedded``: ``EmbeddedPolicyEngine.decide`` (what the service calls: JSON
+  encoding, evaluation, result validation, metrics) on a realistic allowed
+  input, and on a denied one (several reasons);
+* ``opa``: ``OpaPolicyEngine.decide`` round trip against the local server from
+  tests/policy that speaks OPA's Data API and evaluates with regorus (so it is
+  HTTP + JSON + the same evaluation, not a real OPA).
+
+Targets from the issue: embedded p50 <= 100 us, p99 <= 500 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import regorus
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "policy"))
+
+from policy_fake_opa import FakeOpa  # noqa: E402
+
+from taxaddr.policy.embedded import EmbeddedPolicyEngine  # noqa: E402
+from taxaddr.policy.opa import OpaPolicyEngine  # noqa: E402
+from taxaddr.policy.sources import load_sources  # noqa: E402
+
+POLICY_DIR = REPO / "policies"
+
+
+def realistic_input() -> dict[str, Any]:
+    ref = "3f1d9c0be2a54b7e8c6a1d2f0e9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
+    return {
+        "now": "2026-11-24T21:00:00Z",
+        "requester": {"id": "hsi-agent-0042", "agency": "ICE-HSI", "role": "requester"},
+        "case": {
+            "iss": "dev-court",
+            "jti": "5f0c6a1e-2b7d-4c1e-9a57-3d2f8e0b6c41",
+            "iat": 1795000000,
+            "nbf": 1795000000,
+            "exp": 1800000000,
+            "number": "1:26-cr-00123",
+            "court": "D.D.C.",
+            "proceeding": "criminal",
+            "statutes": ["8 U.S.C. 1253(a)(1)", "18 U.S.C. 1546"],
+            "agency": "ICE-HSI",
+            "requesters": ["hsi-agent-0042", "hsi-agent-0043"],
+            "subject_refs": [ref, "9" * 64],
+            "tax_periods": ["2023", "2024"],
+            "max_disclosures": 5,
+        },
+        "case_usage": {"disclosures": 2},
+        "request": {
+            "subject_ref": ref,
+            "address_complete": True,
+            "tax_periods": ["2024"],
+            "statute": "8 U.S.C. 1253(a)(1)",
+            "reason": "Defendant in 1:26-cr-00123 failed to depart after a final order; "
+            "address needed to execute the arrest warrant.",
+        },
+    }
+
+
+def denied_input() -> dict[str, Any]:
+    doc = realistic_input()
+    doc["requester"]["agency"] = "CBP"
+    doc["request"]["tax_periods"] = ["2021"]
+    doc["request"]["reason"] = (
+        "Immigration enforcement, removal proceedings, immigration enforcement."
+    )
+    return doc
+
+
+def latencies(n: int, fn: Callable[[], object]) -> list[float]:
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        start = clock()
+        fn()
+        out.append((clock() - start) / 1000.0)
+    return out
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return q[49], q[98]
+
+
+def best(rounds: int, n: int, fn: Callable[[], object]) -> tuple[float, float]:
+    for _ in range(min(200, n)):
+        fn()  # warm up
+    results = [summary(latencies(n, fn)) for _ in range(rounds)]
+    return min(r[0] for r in results), min(r[1] for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="embedded evaluations per round")
+    parser.add_argument("--opa-n", type=int, default=500, help="OPA round trips per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: none)")
+    args = parser.parse_args()
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+
+    allowed, denied = realistic_input(), denied_input()
+    allowed_text = json.dumps(allowed)
+
+    floor = regorus.Engine()
+    floor.add_policy("floor.rego", "package floor\nimport rego.v1\nx := 1\n")
+    raw = regorus.Engine()
+    sources = load_sources(POLICY_DIR)
+    for path, text in sources.modules:
+        raw.add_policy(path, text)
+    raw.add_data_json(sources.data_text)
+    embedded = EmbeddedPolicyEngine(POLICY_DIR)
+    assert embedded.decide(allowed).allow is True
+    assert embedded.decide(denied).reasons == (
+        "agency_mismatch",
+        "tax_period_not_covered",
+        "reason_insufficient",
+    )
+
+    def floor_eval() -> object:
+        floor.set_input_json(allowed_text)
+        return floor.eval_rule("data.floor.x")
+
+    def raw_eval() -> object:
+        raw.set_input_json(allowed_text)
+        return raw.eval_rule("data.taxaddr.disclosure.decision")
+
+    rows = [
+        ("floor (regorus, one-line rule)", best(args.rounds, args.n, floor_eval)),
+        ("raw regorus, real policy, allow", best(args.rounds, args.n, raw_eval)),
+        ("embedded decide(), allow", best(args.rounds, args.n, lambda: embedded.decide(allowed))),
+        ("embedded decide(), deny x3", best(args.rounds, args.n, lambda: embedded.decide(denied))),
+    ]
+
+    server = FakeOpa(sources)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        opa = OpaPolicyEngine(server.url, timeout_ms=2000)
+        assert opa.decide(allowed).allow is True
+        rows.append(
+            (
+                "OPA adapter round trip, allow",
+                best(args.rounds, args.opa_n, lambda: opa.decide(allowed)),
+            )
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    print(f"policy version {embedded.policy_version}")
+    print(f"{'what':<36} {'p50 us':>9} {'p99 us':>9}   (best of {args.rounds} rounds)")
+    for name, (p50, p99) in rows:
+        print(f"{name:<36} {p50:>9.1f} {p99:>9.1f}")
+    emb50, emb99 = rows[2][1]
+    print(
+        f"embedded allow vs targets: p50 {emb50:.0f} us (target 100), "
+        f"p99 {emb99:.0f} us (target 500); p50/floor ratio {emb50 / rows[0][1][0]:.1f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
