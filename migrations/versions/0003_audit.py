@@ -12,7 +12,7 @@ down_revision = "0002_cases"
 branch_labels = None
 depends_on = None
 
-_LEAF_INDEXES = ("day", "agency", "statute", "outcome", "reason", "case_jti", "subject_ref")
+_SUMMARY_COLUMNS = ["day", "agency", "statute", "outcome", "reason"]
 
 
 def upgrade() -> None:
@@ -32,8 +32,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("leaf_index", name=op.f("pk_audit_leaves")),
     )
     with op.batch_alter_table("audit_leaves", schema=None) as batch_op:
-        for column in _LEAF_INDEXES:
-            batch_op.create_index(batch_op.f(f"ix_audit_leaves_{column}"), [column], unique=False)
+        batch_op.create_index("ix_audit_leaves_summary", _SUMMARY_COLUMNS, unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_leaves_case_jti"), ["case_jti"], unique=False)
 
     op.create_table(
         "audit_nodes",
@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("node_index", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("hash", sa.LargeBinary(length=32), nullable=False),
         sa.PrimaryKeyConstraint("level", "node_index", name=op.f("pk_audit_nodes")),
+        sqlite_with_rowid=False,
     )
     head = op.create_table(
         "audit_head",
@@ -88,6 +89,6 @@ def downgrade() -> None:
     op.drop_table("audit_head")
     op.drop_table("audit_nodes")
     with op.batch_alter_table("audit_leaves", schema=None) as batch_op:
-        for column in _LEAF_INDEXES:
-            batch_op.drop_index(batch_op.f(f"ix_audit_leaves_{column}"))
+        batch_op.drop_index(batch_op.f("ix_audit_leaves_case_jti"))
+        batch_op.drop_index("ix_audit_leaves_summary")
     op.drop_table("audit_leaves")

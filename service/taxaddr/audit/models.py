@@ -22,6 +22,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     SmallInteger,
@@ -37,22 +38,30 @@ HEAD_ID = 1
 
 class AuditLeaf(Base):
     __tablename__ = "audit_leaves"
+    # One covering index for oversight's per-day aggregations (day range, then
+    # group by agency, statute, outcome, reason) instead of one index per column:
+    # every index is written on every append, the hot path of each disclosure.
+    __table_args__ = (
+        Index("ix_audit_leaves_summary", "day", "agency", "statute", "outcome", "reason"),
+    )
 
     leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     time: Mapped[str] = mapped_column(String(32))
-    day: Mapped[date] = mapped_column(Date, index=True)
-    agency: Mapped[str] = mapped_column(String(256), index=True)
-    statute: Mapped[str | None] = mapped_column(String(256), index=True)
-    outcome: Mapped[str] = mapped_column(String(16), index=True)
-    reason: Mapped[str] = mapped_column(String(64), index=True)
+    day: Mapped[date] = mapped_column(Date)
+    agency: Mapped[str] = mapped_column(String(256))
+    statute: Mapped[str | None] = mapped_column(String(256))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
     case_jti: Mapped[str | None] = mapped_column(String(256), index=True)
-    subject_ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    subject_ref: Mapped[str | None] = mapped_column(String(64))
     leaf_json: Mapped[bytes] = mapped_column(LargeBinary)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class AuditNode(Base):
     __tablename__ = "audit_nodes"
+    # SQLite: the composite primary key is the table itself (no separate rowid tree).
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012
 
     level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
     node_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
