@@ -67,7 +67,15 @@ def person(i: int) -> tuple[str, str]:
     return tin, f"PERSON {_letters(i)}"
 
 
-def build(root: Path, records: int, cases: int, per_case: int, identities: int) -> dict[str, Any]:
+def build(
+    root: Path,
+    *,
+    records: int,
+    cases: int,
+    per_case: int,
+    identities: int,
+    policy_dir: Path = REPO / "policies",
+) -> dict[str, Any]:
     """Create the world through the service's own code paths; returns what clients need."""
     from taxaddr.api.identity import add_requester
     from taxaddr.api.runtime import engine_for, keystore_for
@@ -84,7 +92,7 @@ def build(root: Path, records: int, cases: int, per_case: int, identities: int) 
     init_dev_keys(keys)
     url = f"sqlite:///{root / 'taxaddr.db'}"
     upgrade(url)
-    settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=REPO / "policies")
+    settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=policy_dir)
     keystore = keystore_for(settings)
     add_from_file(settings, DEV_ISSUER_ID, keys / "issuers" / f"{DEV_ISSUER_ID}.jwk")
     csv_path = root / "records.csv"
@@ -131,7 +139,7 @@ def build(root: Path, records: int, cases: int, per_case: int, identities: int) 
             "TAXADDR_ENV": "test",
             "TAXADDR_DATABASE_URL": url,
             "TAXADDR_KEYS_DIR": str(keys),
-            "TAXADDR_POLICY_DIR": str(REPO / "policies"),
+            "TAXADDR_POLICY_DIR": str(policy_dir),
         },
         "ids": ids,
         "certs": str(certs),
@@ -297,6 +305,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--policy-dir", type=Path, default=REPO / "policies")
     parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
     args = parser.parse_args()
 
@@ -304,7 +313,14 @@ def main() -> None:
     server: subprocess.Popen[bytes] | None = None
     try:
         t0 = time.perf_counter()
-        world = build(root, args.records, args.cases, args.per_case, args.identities)
+        world = build(
+            root,
+            records=args.records,
+            cases=args.cases,
+            per_case=args.per_case,
+            identities=args.identities,
+            policy_dir=args.policy_dir,
+        )
         print(
             f"world built in {time.perf_counter() - t0:.1f}s: {args.records} records, "
             f"{args.cases} cases x {args.per_case} subjects, {args.identities} identities"

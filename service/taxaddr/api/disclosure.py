@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -232,15 +232,7 @@ def _disclose(
                     },
                 },
             )
-            session.add(
-                UsedRequestId(
-                    requester_id=who.id,
-                    request_id=req.request_id,
-                    leaf_index=leaf.index,
-                    used_at=now,
-                )
-            )
-            session.flush()
+            _remember_request_id(session, who.id, req.request_id, leaf.index, now)
     except _Refusal as refusal:
         raise _record_denial(svc, who, trace, req.request_id, refusal.error, ctx=ctx) from None
     except SAIntegrityError:
@@ -503,15 +495,7 @@ def _record_no_match(
                 session,
                 _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
             )
-            session.add(
-                UsedRequestId(
-                    requester_id=who.id,
-                    request_id=req.request_id,
-                    leaf_index=leaf.index,
-                    used_at=now,
-                )
-            )
-            session.flush()
+            _remember_request_id(session, who.id, req.request_id, leaf.index, now)
     except (_Refusal, SAIntegrityError):
         trace.outcome = None
         return _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
@@ -529,13 +513,32 @@ def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
         raise _Refusal(CaseQuotaExhausted())
 
 
+_USED = UsedRequestId.__table__
+# Built once: both run inside the serialized write transaction of every request.
+_SELECT_USED = select(_USED.c.leaf_index).where(
+    _USED.c.requester_id == bindparam("rq"), _USED.c.request_id == bindparam("rid")
+)
+_INSERT_USED = insert(UsedRequestId)
+
+
 def _replayed(session: Session, requester_id: str, request_id: str) -> bool:
-    found = session.execute(
-        select(UsedRequestId.leaf_index).where(
-            UsedRequestId.requester_id == requester_id, UsedRequestId.request_id == request_id
-        )
-    ).first()
+    found = session.execute(_SELECT_USED, {"rq": requester_id, "rid": request_id}).first()
     return found is not None
+
+
+def _remember_request_id(
+    session: Session, requester_id: str, request_id: str, leaf_index: int, now: datetime
+) -> None:
+    """The replay guard's row; a concurrent twin fails here on the primary key."""
+    session.execute(
+        _INSERT_USED,
+        {
+            "requester_id": requester_id,
+            "request_id": request_id,
+            "leaf_index": leaf_index,
+            "used_at": now,
+        },
+    )
 
 
 def statute_allow_list(policy_dir: Path) -> frozenset[str]:
