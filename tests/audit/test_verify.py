@@ -254,3 +254,38 @@ def test_leaf_changed_everywhere_after_the_last_checkpoint_fails_the_head(
     report = _verify(log, keystore, settings)
     assert not report.ok
     assert report.message == "log head: its compact range does not match the recomputed tree"
+
+
+def test_verify_while_appends_go_on(
+    log: Engine, keystore: FileKeyStore, settings: Settings
+) -> None:
+    import threading
+
+    from sqlalchemy.orm import Session
+
+    from conftest import make_leaf
+    from taxaddr.audit.log import append_leaf
+
+    stop = threading.Event()
+
+    def appender() -> None:
+        i = 100
+        while not stop.is_set() and i < 160:
+            with write_transaction(log) as session:
+                append_leaf(session, make_leaf(i))
+                if i % 7 == 0:
+                    latest_checkpoint(session, keystore, settings)
+            i += 1
+
+    thread = threading.Thread(target=appender)
+    thread.start()
+    try:
+        reports = []
+        for _ in range(5):
+            with Session(log) as session, session.begin():
+                reports.append(verify_log(session, keystore, settings))
+    finally:
+        stop.set()
+        thread.join()
+    assert all(r.ok for r in reports), [r.message for r in reports]
+    assert _verify(log, keystore, settings).ok
