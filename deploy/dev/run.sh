@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make run`: the full service on https://127.0.0.1:8443 with mTLS and demo data.
+#
+# Idempotent: keys are never overwritten, migrations and the sample import are
+# re-runnable, the issuer and the demo identities are registered once. Each run
+# issues a fresh demo case reference (a court would issue a new one, too).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TAXADDR="${TAXADDR:-.venv/bin/taxaddr}"
+export TAXADDR_KEYS_DIR="${TAXADDR_KEYS_DIR:-keys/dev}"
+export TAXADDR_DATABASE_URL="${TAXADDR_DATABASE_URL:-sqlite:///var/taxaddr.db}"
+HOST="${TAXADDR_HOST:-127.0.0.1}"
+PORT="${TAXADDR_PORT:-8443}"
+CERTS="${TAXADDR_DEMO_CERTS:-var/certs}"
+SAMPLE="${TAXADDR_DEMO_SAMPLE:-tests/data/sample.csv}"
+REQUESTER=hsi-agent-0042
+AGENCY=ICE-HSI
+STATUTE="8 U.S.C. 1253(a)(1)"
+
+mkdir -p var "$CERTS"
+echo "== key material ($TAXADDR_KEYS_DIR)"
+"$TAXADDR" keys init
+echo "== database ($TAXADDR_DATABASE_URL)"
+"$TAXADDR" db upgrade
+echo "== synthetic sample ($SAMPLE)"
+"$TAXADDR" import "$SAMPLE"
+echo "== trusted issuer dev-court"
+"$TAXADDR" issuer add --id dev-court --jwk "$TAXADDR_KEYS_DIR/issuers/dev-court.jwk"
+echo "== demo identities (certificates in $CERTS)"
+"$TAXADDR" requester add --id "$REQUESTER" --agency "$AGENCY" --role requester --issue-cert "$CERTS"
+"$TAXADDR" requester add --id tigta-overseer --agency TIGTA --role oversight --issue-cert "$CERTS"
+"$TAXADDR" requester add --id prometheus --agency TIGTA --role monitor --issue-cert "$CERTS"
+echo "== demo case reference (var/demo-case.jws)"
+"$TAXADDR" case issue --issuer dev-court --case-number "1:26-cr-00123" --court "D.D.C." \
+  --proceeding criminal --statute "$STATUTE" --agency "$AGENCY" --requester "$REQUESTER" \
+  --subject 987-65-4321 --subject 987-65-4322 --tax-period 2023 --tax-period 2024 \
+  --max-disclosures 25 --valid-days 30 > var/demo-case.jws
+
+CLIENT="--cert $CERTS/$REQUESTER.crt --key $CERTS/$REQUESTER.key --ca $CERTS/ca.crt --url https://$HOST:$PORT"
+cat <<MSG
+
+taxaddr is starting on https://$HOST:$PORT (mTLS; Ctrl-C stops it). In another shell:
+
+# a disclosure that succeeds (prints the address, the audit leaf and a signed receipt):
+$TAXADDR request $CLIENT \\
+  --case-ref "\$(cat var/demo-case.jws)" --tin 987-65-4321 --name "JANE Q TESTPERSON" \\
+  --address "100 Example St NW, Washington, DC 20001" --tax-period 2024 \\
+  --statute "$STATUTE" \\
+  --reason "Subject is charged under 8 U.S.C. 1253(a)(1) in 1:26-cr-00123; the arrest warrant must be served at her residence."
+
+# one that is refused (403 reason_insufficient: a boilerplate reason; exit status 1):
+$TAXADDR request $CLIENT \\
+  --case-ref "\$(cat var/demo-case.jws)" --tin 987-65-4321 --name "JANE Q TESTPERSON" \\
+  --address "100 Example St NW, Washington, DC 20001" --tax-period 2024 \\
+  --statute "$STATUTE" --reason "immigration enforcement"
+
+# oversight: the signed audit checkpoint
+curl --cacert $CERTS/ca.crt --cert $CERTS/tigta-overseer.crt --key $CERTS/tigta-overseer.key \\
+  https://$HOST:$PORT/v1/audit/checkpoint
+
+MSG
+exec "$TAXADDR" serve --host "$HOST" --port "$PORT"
