@@ -117,4 +117,17 @@ class _Handler(BaseHTTPRequestHandler):
                 "version": "0.61.0",
                 "bundles": {"taxaddr": {"revision": server.sources.version}},
             }
+        if mode == "trickle":
+            # Every byte arrives within the read timeout, the whole answer does not.
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            step = max(1, len(body) // 8)
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i : i + step])
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         self._json(200, answer)

@@ -283,6 +283,16 @@ def test_opa_slower_than_the_timeout_fails_closed(fake_opa: FakeOpa) -> None:
     assert "100 ms" in info.value.message
 
 
+def test_opa_answer_trickling_past_the_deadline_fails_closed(fake_opa: FakeOpa) -> None:
+    # requests bounds each socket read, not the exchange: the adapter's own
+    # deadline must refuse an answer that completes too late.
+    engine = OpaPolicyEngine(fake_opa.url, timeout_ms=150)
+    fake_opa.mode = "trickle"
+    with pytest.raises(PolicyUnavailable) as info:
+        engine.decide(VALID)
+    assert "150 ms" in info.value.message
+
+
 def test_opa_server_down_fails_closed(fake_opa: FakeOpa) -> None:
     url = fake_opa.url
     fake_opa.shutdown()
