@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
@@ -35,6 +35,7 @@ from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000
 VERIFY_CHUNK = 1 << 14
+_SQL_NODES = "SELECT level, node_index, hash FROM audit_nodes WHERE "
 _SQL_LEAF_CHUNK = (
     "SELECT leaf_json FROM audit_leaves WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?"
 )
@@ -142,21 +143,22 @@ def consistency_proof_json(session: Session, first: int, second: int) -> dict[st
 
 
 def _lookup_nodes(session: Session, ids: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    by_level: dict[int, list[int]] = {}
-    for level, index in ids:
-        by_level.setdefault(level, []).append(index)
-    # One OR term per level so that SQLite and PostgreSQL both search the primary key
-    # (a row-value IN list makes SQLite scan the table).
-    condition = or_(
-        *(
-            and_(_NODES.c.level == level, _NODES.c.node_index.in_(sorted(indices)))
-            for level, indices in sorted(by_level.items())
-        )
-    )
-    rows = session.connection().execute(
-        select(_NODES.c.level, _NODES.c.node_index, _NODES.c.hash).where(condition)
-    )
-    found = {(int(level), int(index)): bytes(h) for level, index, h in rows}
+    # One primary-key probe per node, OR-ed: SQLite and PostgreSQL both search the key
+    # (a row-value IN list makes SQLite scan). Plain SQL on the driver cursor, because
+    # the statement's shape changes with every proof and compiling it would dominate.
+    keys = sorted(ids)
+    conn = session.connection()
+    term = "(level = ? AND node_index = ?)"
+    if conn.dialect.paramstyle != "qmark":
+        term = term.replace("?", "%s")
+    sql = _SQL_NODES + " OR ".join([term] * len(keys))
+    params = [value for key in keys for value in key]
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        found = {(int(level), int(index)): bytes(h) for level, index, h in cursor.fetchall()}
+    finally:
+        cursor.close()
     if len(found) != len(ids):
         raise IntegrityError("the audit log is missing stored subtree hashes")
     return found
