@@ -115,3 +115,27 @@ def test_openapi_needs_a_registered_identity(server: RunningServer, agent: Ident
 def test_plain_http_gets_nothing(server: RunningServer) -> None:
     with httpx.Client(timeout=10) as client, pytest.raises(httpx.HTTPError):
         client.get(server.base_url.replace("https://", "http://") + "/healthz")
+
+
+@pytest.mark.parametrize(
+    ("who", "path", "status"),
+    [
+        ("agent-1", "/v1/audit/checkpoint", 403),
+        ("agent-1", "/v1/audit/entries?start=0&end=10", 403),
+        ("agent-1", "/metrics", 403),
+        ("prometheus", "/v1/audit/checkpoint", 403),
+        ("prometheus", "/metrics", 200),
+        ("root-admin", "/v1/audit/checkpoint", 403),
+        ("overseer", "/v1/audit/checkpoint", 200),
+        ("overseer", "/v1/audit/proof/consistency?first=0&second=0", 200),
+        ("overseer", "/metrics", 200),
+    ],
+)
+def test_role_separation(
+    server: RunningServer, world: World, who: str, path: str, status: int
+) -> None:
+    with server.client(world.identities[who]) as client:
+        r = client.get(path)
+    assert r.status_code == status, r.text
+    if status == 403:
+        assert r.json()["error"]["code"] == "role_forbidden"
