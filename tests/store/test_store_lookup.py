@@ -130,3 +130,16 @@ def test_unknown_tin_name_mismatch_and_several_names_are_indistinguishable(
         )
         assert keystore.unwraps - before == 3
         assert dict(decrypts - decrypts_before) == {"name": 2, "address": 1}
+
+
+def test_database_failure_is_database_unavailable_not_no_match(
+    sqlite_engine: Engine, keystore: FileKeyStore
+) -> None:
+    from sqlalchemy import text
+
+    from taxaddr.errors import DatabaseUnavailable
+
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("DROP TABLE address_records"))
+    with Session(sqlite_engine) as s, pytest.raises(DatabaseUnavailable, match="OperationalError"):
+        lookup_address(s, keystore, tin=JANE_TIN, name=JANE, tax_periods=["2024"])

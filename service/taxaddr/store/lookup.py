@@ -23,7 +23,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy.orm import Session
 
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.errors import ImportRowError, KeyMaterialError, NoUniqueMatch
+from taxaddr.errors import DatabaseUnavailable, ImportRowError, KeyMaterialError, NoUniqueMatch
 from taxaddr.store.models import address_records
 from taxaddr.store.normalize import normalize_name, normalize_tax_period, normalize_tin
 from taxaddr.store.records import (
@@ -62,6 +62,26 @@ def _select_sql(paramstyle: str, periods: int) -> str:
             f"WHERE blind_index = {mark} AND tax_period IN ({marks})"
         )
     return sql
+
+
+def _query(session: Session, blind_index: bytes, periods: list[str]) -> list[Any]:
+    """Run the lookup on the session's own DB-API connection (inside its transaction).
+
+    The DB-API cursor is used directly: SQLAlchemy's result machinery cost more
+    than the rest of a lookup together. Driver errors become DatabaseUnavailable.
+    """
+    conn = session.connection()
+    dialect = conn.dialect
+    sql = _select_sql(dialect.paramstyle, len(periods))
+    try:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, (blind_index, *periods))
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except dialect.loaded_dbapi.Error as exc:
+        raise DatabaseUnavailable(f"database error during lookup ({type(exc).__name__})") from None
 
 
 def _stored_row(values: Sequence[Any]) -> StoredRow:
@@ -158,9 +178,7 @@ def lookup_address(
         usable, periods = False, [_UNUSABLE_PERIOD]
 
     indexer = _dummies(keystore).indexer
-    conn = session.connection()
-    sql = _select_sql(conn.dialect.paramstyle, len(periods))
-    rows = [_stored_row(r) for r in conn.exec_driver_sql(sql, (indexer(want_tin), *periods))]
+    rows = [_stored_row(r) for r in _query(session, indexer(want_tin), periods)]
 
     # One name decryption per requested period, real or dummy.
     names: set[str] = set()
