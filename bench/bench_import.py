@@ -87,7 +87,14 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument(
+        "--lookups-only",
+        action="store_true",
+        help="reuse --workdir's store from an earlier run; measure lookups only",
+    )
     args = parser.parse_args()
+    if args.lookups_only and not (args.workdir and (args.workdir / "encrypted.db").exists()):
+        parser.error("--lookups-only needs --workdir of an earlier run")
 
     tmp = tempfile.TemporaryDirectory(prefix="taxaddr-bench-")
     work = args.workdir or Path(tmp.name)
@@ -95,6 +102,18 @@ def main() -> None:
     keys = work / "keys"
     init_dev_keys(keys)
     keystore = FileKeyStore(keys)
+    results: dict[str, float] = {}
+    if not args.lookups_only:
+        _imports(args, work, keystore, results)
+    _lookups(args, work, keystore, results)
+    print(f"load average at end: {os.getloadavg()}")
+    print(json.dumps({k: round(v, 2) for k, v in results.items()}))
+    tmp.cleanup()
+
+
+def _imports(
+    args: argparse.Namespace, work: Path, keystore: FileKeyStore, results: dict[str, float]
+) -> None:
     data = work / "rows.csv"
 
     t = time.perf_counter()
@@ -103,7 +122,6 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}")
     print(f"generated {args.rows} rows ({data.stat().st_size / 1e6:.0f} MB) in {gen_s:.1f}s")
 
-    results: dict[str, float] = {}
     for label, writer_cls in (("encrypted", BatchWriter), ("baseline", PlainBatchWriter)):
         url = f"sqlite:///{work / (label + '.db')}"
         upgrade(url)
@@ -126,6 +144,15 @@ def main() -> None:
         )
     results["ratio"] = results["encrypted_s"] / results["baseline_s"]
     results["cpu_ratio"] = results["encrypted_cpu_s"] / results["baseline_cpu_s"]
+    print(
+        f"encrypted/baseline time ratio: {results['ratio']:.2f}x wall, "
+        f"{results['cpu_ratio']:.2f}x CPU (target <= 3x)"
+    )
+
+
+def _lookups(
+    args: argparse.Namespace, work: Path, keystore: FileKeyStore, results: dict[str, float]
+) -> None:
 
     sample = _reservoir(args.rows, args.seed, args.lookups)
     engine = make_engine(f"sqlite:///{work / 'encrypted.db'}")
@@ -164,19 +191,12 @@ def main() -> None:
         peak_rss_mb=_rss_mb(),
         rows=args.rows,
     )
-    print(
-        f"encrypted/baseline time ratio: {results['ratio']:.2f}x wall, "
-        f"{results['cpu_ratio']:.2f}x CPU (target <= 3x)"
-    )
     print(f"peak RSS: {results['peak_rss_mb']:.0f} MB (target <= 300 MB)")
     print(
         f"lookup+decrypt on {args.rows:,} rows: p50 {results['lookup_p50_us']:.0f} us, "
         f"p99 {results['lookup_p99_us']:.0f} us (target p50 <= 200 us); "
         f"refusal path p50 {results['miss_p50_us']:.0f} us, p99 {results['miss_p99_us']:.0f} us"
     )
-    print(f"load average at end: {os.getloadavg()}")
-    print(json.dumps({k: round(v, 2) for k, v in results.items()}))
-    tmp.cleanup()
 
 
 if __name__ == "__main__":
