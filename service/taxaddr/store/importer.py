@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.crypto.keystore import KeyStore
@@ -310,12 +310,6 @@ def _validate_slow(line: int, values: Sequence[object]) -> ImportRow:
 # -- writing ------------------------------------------------------------------------------
 
 
-_SELECT_EXISTING = select(
-    address_records.c.id,
-    address_records.c.blind_index,
-    address_records.c.tax_period,
-    address_records.c.as_of,
-).where(address_records.c.blind_index.in_(bindparam("bis", expanding=True)))
 _MAX_ID = select(func.coalesce(func.max(address_records.c.id), 0))
 
 _INSERT_COLUMNS = (
@@ -350,6 +344,8 @@ class _DriverStatements:
             f"INSERT INTO {table} ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608 - constants
             f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
         )
+        self._mark = mark
+        self._existing: dict[int, str] = {}
         sets = ", ".join(f"{c} = {mark}" for c in _UPDATE_COLUMNS)
         self.update = f"UPDATE {table} SET {sets} WHERE id = {mark}"  # noqa: S608 - constants
         date_proc = address_records.c.as_of.type.bind_processor(dialect)
@@ -357,6 +353,17 @@ class _DriverStatements:
         self._date: Callable[[Any], Any] = date_proc or _identity
         self._time: Callable[[Any], Any] = time_proc or _identity
         self._dates: dict[date, Any] = {}
+
+    def existing(self, count: int) -> str:
+        """SELECT of the stored (id, blind_index, tax_period, as_of) for ``count`` indexes."""
+        sql = self._existing.get(count)
+        if sql is None:
+            marks = ", ".join([self._mark] * count)
+            sql = self._existing[count] = (
+                "SELECT id, blind_index, tax_period, as_of "  # noqa: S608 - constants only
+                f"FROM {address_records.name} WHERE blind_index IN ({marks})"
+            )
+        return sql
 
     def date(self, value: date) -> Any:
         rendered = self._dates.get(value)
@@ -368,6 +375,11 @@ class _DriverStatements:
 
     def time(self, value: datetime) -> Any:
         return self._time(value)
+
+
+def _as_date(value: Any) -> date:
+    # Driver SQL skips SQLAlchemy's result processing: SQLite hands back ISO text.
+    return date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _identity(value: Any) -> Any:
@@ -436,10 +448,11 @@ class BatchWriter:
         stmts = self._statements
         if stmts is None:
             stmts = self._statements = _DriverStatements(conn)
+        keys = list({bi for bi, _ in indexed})
         existing = {
-            (bytes(bi), period): (rid, as_of)
-            for rid, bi, period, as_of in conn.execute(
-                _SELECT_EXISTING, {"bis": list({bi for bi, _ in indexed})}
+            (bytes(bi), period): (rid, _as_date(as_of))
+            for rid, bi, period, as_of in conn.exec_driver_sql(
+                stmts.existing(len(keys)), tuple(keys)
             )
         }
         next_id = int(conn.execute(_MAX_ID).scalar_one()) + 1
