@@ -304,3 +304,25 @@ def test_unreadable_report_is_named(
         check = _verify(seeded, keystore, settings, data, sig)
         assert not check.ok
         assert check.problems[0].startswith("format:")
+
+
+def test_report_pinned_to_an_older_checkpoint_ignores_newer_leaves(
+    seeded: Engine, keystore: FileKeyStore, settings: Settings
+) -> None:
+    """When the log grew after the checkpoint, counts still stop at its tree size."""
+    from oversight_seed import EVENTS, leaf_input
+
+    from taxaddr.audit.log import bulk_append
+    from taxaddr.audit.service import latest_checkpoint
+
+    with write_transaction(seeded) as session:
+        note = latest_checkpoint(session, keystore, settings)
+        bulk_append(session, [leaf_input(EVENTS[0], keystore.pseudonym_key())] * 3)
+    with Session(seeded) as session:
+        report = build_report(session, keystore, settings, now=NOW, note=note, **PERIOD)
+    assert report["checkpoint"]["tree_size"] == 10
+    assert report["totals"]["disclosed"] == 4
+    assert report["distinct_subjects"] == 3
+    assert report["cases"][0]["disclosures"] == 4
+    data, sig = _resign(report, keystore)
+    assert _verify(seeded, keystore, settings, data, sig).ok

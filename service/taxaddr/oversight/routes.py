@@ -25,7 +25,7 @@ from taxaddr.oversight import exposition
 from taxaddr.oversight.dashboard import CheckpointView, build_view, default_period, render_html
 from taxaddr.oversight.summary import check_period, parse_day, summarize
 from taxaddr.oversight.verification import VerificationMonitor, verify_now
-from taxaddr.reports.compliance import signed_report
+from taxaddr.reports.compliance import produce_report
 from taxaddr.reports.document import FORMATS
 
 router = APIRouter(tags=["oversight"])
@@ -124,16 +124,15 @@ def report_endpoint(
         raise RequestInvalid("'format' must be json, csv or pdf")
     from_day, to_day = _period(from_, to, required=True)
     svc = get_service(request)
-    with write_transaction(svc.engine) as session:
-        result = signed_report(
-            session,
-            svc.keystore,
-            svc.settings,
-            from_day=from_day,
-            to_day=to_day,
-            fmt=fmt,
-            case_number=case or None,
-        )
+    result = produce_report(
+        svc.engine,
+        svc.keystore,
+        svc.settings,
+        from_day=from_day,
+        to_day=to_day,
+        fmt=fmt,
+        case_number=case or None,
+    )
     filename = f"taxaddr-compliance-{from_day.isoformat()}-{to_day.isoformat()}.{fmt}"
     return Response(
         result.data,

@@ -35,12 +35,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
 from taxaddr.audit.leaf import case_number_hash
+from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
@@ -48,6 +49,7 @@ from taxaddr.db import make_engine, write_transaction
 from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.oversight import queries
 from taxaddr.oversight.summary import check_period
+from taxaddr.oversight.verification import snapshot_session
 from taxaddr.reports import document, signing
 
 LEAF_CHUNK = 1 << 14
@@ -76,15 +78,22 @@ def build_report(
     to_day: date,
     case_number: str | None = None,
     now: datetime | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """The report dict for the UTC days ``from_day``..``to_day``, optionally one case.
 
-    Call inside a write transaction: taking the latest checkpoint may sign a new one.
+    ``note`` is the signed checkpoint to pin the counts to; without it the latest
+    one is taken (which may sign a new one: then call inside a write transaction).
     """
     check_period(from_day, to_day)
-    note = latest_checkpoint(session, keystore, settings)
+    if note is None:
+        note = latest_checkpoint(session, keystore, settings)
     checkpoint = open_checkpoint(note, audit_verifier(keystore, settings), settings.audit_origin)
-    below = checkpoint.tree_size
+    # Counting "leaves below the checkpoint" needs the primary key, which the covering
+    # summary index lacks; when this snapshot's log is exactly the checkpointed tree
+    # (the usual case: it was just taken) the bound is implied and the index suffices.
+    exact = read_head(session).tree_size == checkpoint.tree_size
+    below = None if exact else checkpoint.tree_size
 
     case_jtis: set[str] | None = None
     if case_number is not None:
@@ -145,8 +154,9 @@ def signed_report(
     fmt: str,
     case_number: str | None = None,
     now: datetime | None = None,
+    note: str | None = None,
 ) -> SignedReport:
-    """Build, render and sign (the API endpoint and the CLI both come here)."""
+    """Build, render and sign one report in ``session``."""
     if fmt not in document.FORMATS:
         raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
     report = build_report(
@@ -157,9 +167,44 @@ def signed_report(
         to_day=to_day,
         case_number=case_number,
         now=now,
+        note=note,
     )
     data = document.render(report, fmt)
     return SignedReport(report, data, signing.sign(data, keystore.report_signing_key()), fmt)
+
+
+def produce_report(
+    engine: Engine,
+    keystore: KeyStore,
+    settings: Settings,
+    *,
+    from_day: date,
+    to_day: date,
+    fmt: str,
+    case_number: str | None = None,
+) -> SignedReport:
+    """What the API endpoint and the CLI call: checkpoint first, then count.
+
+    Only taking the checkpoint needs the (short) write transaction; the counting
+    reads leaves below the checkpoint's tree size, which never change, so it runs
+    in a read session and never holds up disclosures.
+    """
+    if fmt not in document.FORMATS:
+        raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
+    check_period(from_day, to_day)
+    with write_transaction(engine) as session:
+        note = latest_checkpoint(session, keystore, settings)
+    with snapshot_session(engine) as session:
+        return signed_report(
+            session,
+            keystore,
+            settings,
+            from_day=from_day,
+            to_day=to_day,
+            fmt=fmt,
+            case_number=case_number,
+            note=note,
+        )
 
 
 def write_compliance_report(
@@ -175,16 +220,15 @@ def write_compliance_report(
     keystore = open_keystore(settings.keys_dir, settings.keystore)
     engine = make_engine(settings.database_url)
     try:
-        with write_transaction(engine) as session:
-            result = signed_report(
-                session,
-                keystore,
-                settings,
-                from_day=from_day,
-                to_day=to_day,
-                fmt=fmt,
-                case_number=case_number,
-            )
+        result = produce_report(
+            engine,
+            keystore,
+            settings,
+            from_day=from_day,
+            to_day=to_day,
+            fmt=fmt,
+            case_number=case_number,
+        )
     finally:
         engine.dispose()
     _write_atomically(out, result.data)
