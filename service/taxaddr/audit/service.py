@@ -274,11 +274,11 @@ def _recompute(
             if not rows:
                 break
             chunk_start = position
-            datas = [row[0] for row in rows]
-            end = chunk_start + len(datas)
-            hashes = [sha256(b"\x00" + d).digest() for d in datas]
+            end = chunk_start + len(rows)
+            hashes = [sha256(b"\x00" + d).digest() for (d,) in rows]
             # A deleted or moved leaf also fails the index check; the walk names the cause.
-            if not all(marker % i in d for i, d in enumerate(datas, chunk_start)):
+            misplaced = [i for i, (d,) in enumerate(rows, chunk_start) if marker % i not in d]
+            if misplaced:
                 _name_first_bad_leaf(session, chunk_start, end)
             position = end
             # Push the chunk as perfect subtrees, stopping at every checkpoint size inside it.
