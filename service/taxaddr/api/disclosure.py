@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, bindparam, insert, select
+from sqlalchemy import Engine, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -199,7 +201,6 @@ def _disclose(
     now = datetime.now(UTC)
     try:
         with svc.write() as session:
-            _check_not_replayed(session, who.id, req.request_id)
             _reserve_quota(session, vc)
             leaf = append_leaf(
                 session,
@@ -490,7 +491,6 @@ def _record_no_match(
     now = datetime.now(UTC)
     try:
         with svc.write() as session:
-            _check_not_replayed(session, who.id, req.request_id)
             leaf = append_leaf(
                 session,
                 _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
@@ -503,35 +503,28 @@ def _record_no_match(
     return NoUniqueMatch()
 
 
-def _check_not_replayed(session: Session, requester_id: str, request_id: str) -> None:
-    if _replayed(session, requester_id, request_id):
-        raise _Refusal(RequestReplayed())
-
-
 def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
     if not reserve_disclosure(session, vc):
         raise _Refusal(CaseQuotaExhausted())
 
 
-_USED = UsedRequestId.__table__
-# Built once: both run inside the serialized write transaction of every request.
-_SELECT_USED = select(_USED.c.leaf_index).where(
-    _USED.c.requester_id == bindparam("rq"), _USED.c.request_id == bindparam("rid")
-)
-_INSERT_USED = insert(UsedRequestId)
-
-
-def _replayed(session: Session, requester_id: str, request_id: str) -> bool:
-    found = session.execute(_SELECT_USED, {"rq": requester_id, "rid": request_id}).first()
-    return found is not None
+# Built once. The replay guard is one statement: the insert either adds the
+# (requester, request_id) row or, when it exists (or a concurrent twin committed it
+# first), adds nothing; then the whole transaction, leaf included, rolls back.
+_USED = cast(Table, UsedRequestId.__table__)
+_REMEMBER = {
+    "sqlite": sqlite_insert(_USED).on_conflict_do_nothing().returning(_USED.c.leaf_index),
+    "postgresql": pg_insert(_USED).on_conflict_do_nothing().returning(_USED.c.leaf_index),
+}
 
 
 def _remember_request_id(
     session: Session, requester_id: str, request_id: str, leaf_index: int, now: datetime
 ) -> None:
-    """The replay guard's row; a concurrent twin fails here on the primary key."""
-    session.execute(
-        _INSERT_USED,
+    """Record the request_id in the replay guard; raise a 409 refusal if it was used."""
+    statement = _REMEMBER[session.get_bind().dialect.name]
+    result = session.execute(
+        statement,
         {
             "requester_id": requester_id,
             "request_id": request_id,
@@ -539,6 +532,8 @@ def _remember_request_id(
             "used_at": now,
         },
     )
+    if result.first() is None:  # nothing inserted: the id was used before
+        raise _Refusal(RequestReplayed())
 
 
 def statute_allow_list(policy_dir: Path) -> frozenset[str]:
