@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, distinct, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from taxaddr.audit.models import AuditLeaf
@@ -128,15 +128,24 @@ def distinct_disclosed_subjects(
     below: int | None = None,
     case_jtis: Collection[str] | None = None,
 ) -> int:
-    """How many distinct taxpayers (by pseudonym) had an address disclosed."""
+    """How many distinct taxpayers (by pseudonym) had an address disclosed.
+
+    Counted in Python over the streamed pseudonyms: SQLite's COUNT(DISTINCT) builds
+    a temporary B-tree and is several times slower at a million leaves. Only the
+    count leaves this function.
+    """
     if case_jtis is not None and not case_jtis:
         return 0
-    stmt = select(func.count(distinct(AuditLeaf.subject_ref))).where(
-        *_filters(from_day, to_day, below, case_jtis),
-        AuditLeaf.outcome == "disclosed",
-        AuditLeaf.subject_ref.is_not(None),
+    stmt = (
+        select(AuditLeaf.subject_ref)
+        .where(
+            *_filters(from_day, to_day, below, case_jtis),
+            AuditLeaf.outcome == "disclosed",
+            AuditLeaf.subject_ref.is_not(None),
+        )
+        .execution_options(yield_per=20_000)
     )
-    return int(session.execute(stmt).scalar_one())
+    return len(set(session.scalars(stmt)))
 
 
 def case_jtis_in_period(
