@@ -109,3 +109,29 @@ def test_cli_rotate_kek(
     out = capsys.readouterr().out
     assert "KEK v2 is current; re-wrapped 5 data keys; retired: v1" in out
     assert sorted(p.name for p in (keys_dir / "kek").iterdir()) == ["v1.key.retired", "v2.key"]
+
+
+def test_rotation_rewraps_accounting_records_before_retiring_the_old_kek(
+    engine: Engine, keystore: FileKeyStore, keys_dir: Path
+) -> None:
+    from taxaddr.audit.accounting import read_accounting, record_accounting
+    from taxaddr.audit.leaf import LeafInput
+    from taxaddr.audit.log import append_leaf
+    from taxaddr.db import write_transaction
+
+    leaf_input = LeafInput(
+        request_id="9b2f3c1e-0000-4000-8000-000000000001", requester_id="agent-1",
+        agency="ICE-HSI", role="requester", case_jti=None, case_number_hash=None,
+        statute=None, outcome="denied", reason_codes=("role_forbidden",), subject_ref=None,
+        policy_version="test",
+    )
+    with write_transaction(engine) as session:
+        leaf = append_leaf(session, leaf_input)
+        record_accounting(session, keystore, leaf.index, {"why": "accounting survives rotation"})
+    report = rotate_kek(engine, keystore)
+    assert report.accounting_rewrapped == 1
+    assert report.retired == [1]
+    (keys_dir / "kek" / "v1.key.retired").unlink()
+    with write_transaction(engine) as session:
+        detail = read_accounting(session, FileKeyStore(keys_dir), leaf.index)
+    assert detail == {"why": "accounting survives rotation"}

@@ -82,6 +82,11 @@ def iter_accounting(
         )
 
 
+def accounting_kek_versions(session: Session) -> set[int]:
+    """KEK versions that accounting records are still wrapped under."""
+    return {int(v) for v in session.execute(select(_TABLE.c.kek_version).distinct()).scalars()}
+
+
 def rewrap_accounting(session: Session, keystore: KeyStore) -> int:
     """Re-wrap every record's data key under the current KEK (KEK rotation).
 

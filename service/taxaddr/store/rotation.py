@@ -6,7 +6,9 @@ checked by unwrapping it again before it is written, and a row is only
 updated if it still holds the wrapped key that was read. A run that stops
 half-way leaves every record readable (each row is on its old or on the new
 KEK, both still present); the next run re-wraps whatever is still on an old
-version. An old KEK is retired only once no row uses it.
+version. The audit log's encrypted accounting records are sealed under the
+same KEKs, so they are re-wrapped in the same run, and an old KEK is retired
+only once no address record and no accounting record uses it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, and_, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from taxaddr.audit.accounting import accounting_kek_versions, rewrap_accounting
 from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db import write_transaction
 from taxaddr.errors import DatabaseUnavailable, IntegrityError, UsageError
 from taxaddr.store.models import address_records
 from taxaddr.store.tx import write_connection
@@ -46,6 +50,7 @@ _VERSIONS_IN_USE = select(_t.c.kek_version).distinct()
 class RotationReport:
     new_version: int
     rewrapped: int = 0
+    accounting_rewrapped: int = 0
     retired: list[int] = field(default_factory=list)
     still_in_use: list[int] = field(default_factory=list)
 
@@ -92,8 +97,11 @@ def rotate_kek(
             report.rewrapped += len(batch)
             if on_progress is not None:
                 on_progress(report.rewrapped)
-        with engine.connect() as conn:
-            in_use = {int(v) for v in conn.execute(_VERSIONS_IN_USE).scalars()}
+        with write_transaction(engine) as session:
+            report.accounting_rewrapped = rewrap_accounting(session, keystore)
+        with write_transaction(engine) as session:
+            in_use = {int(v) for v in session.execute(_VERSIONS_IN_USE).scalars()}
+            in_use |= accounting_kek_versions(session)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(
             f"database error during KEK rotation ({type(exc).__name__})"
