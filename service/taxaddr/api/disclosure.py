@@ -147,6 +147,20 @@ class DisclosureService:
             raise DatabaseUnavailable("database unavailable") from exc
 
 
+class _Denied(Exception):
+    """Internal: the read phase refused; the denial is audited after it closed."""
+
+    def __init__(
+        self,
+        who: RequesterRecord,
+        request_id: str,
+        error: TaxaddrError,
+        ctx: _LeafContext | None,
+    ) -> None:
+        super().__init__(error.code)
+        self.who, self.request_id, self.error, self.ctx = who, request_id, error, ctx
+
+
 class _Refusal(Exception):
     """Internal: the write transaction must roll back and record a denial instead."""
 
@@ -187,9 +201,15 @@ def _count(trace: Trace) -> None:
 def _disclose(
     svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
 ) -> dict[str, Any]:
-    # One read session (one pooled connection) for every step up to the match.
-    with svc.read_session() as session:
-        allowed = _decide(svc, session, cert_der, body, trace)
+    # One read session (one pooled connection) for every step up to the match. It is
+    # closed before any write, so a thread never holds two pooled connections.
+    try:
+        with svc.read_session() as session:
+            allowed = _decide(svc, session, cert_der, body, trace)
+    except _Denied as denied:
+        raise _record_denial(
+            svc, denied.who, trace, denied.request_id, denied.error, ctx=denied.ctx
+        ) from None
     who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
     tin, name, address = allowed.tin, allowed.name, allowed.address
     if address is None:
@@ -303,7 +323,7 @@ def _decide(
     if who.revoked:
         request_id = _lenient_request_id(body) or trace.request_id
         trace.client_request_id = request_id
-        raise _record_denial(svc, who, trace, request_id, RequesterRevoked(), ctx=None)
+        raise _Denied(who, request_id, RequesterRevoked(), None)
 
     # 2. rate limit (no leaf: 429 is counted in metrics only)
     svc.limiter.take(who.id)
@@ -318,13 +338,13 @@ def _decide(
 
     # 4. role
     if who.role != "requester":
-        raise _record_denial(svc, who, trace, req.request_id, RoleForbidden(), ctx=ctx)
+        raise _Denied(who, req.request_id, RoleForbidden(), ctx)
 
     # 5. case reference
     try:
         vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
     except CaseError as exc:
-        raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
+        raise _Denied(who, req.request_id, exc, ctx) from None
     ctx.case = vc
 
     # 6. policy (on verified facts only; no store access before it)
@@ -342,9 +362,7 @@ def _decide(
     ctx.policy_version = decision.policy_version
     if not decision.allow:
         reasons = order_reasons(list(decision.reasons)) or ["policy_denied"]
-        raise _record_denial(
-            svc, who, trace, req.request_id, PolicyDenied(reasons), ctx=ctx
-        ) from None
+        raise _Denied(who, req.request_id, PolicyDenied(reasons), ctx)
 
     # 7. match (uniform: the store does the same work on every miss path). The
     # replay guard is checked in the write transaction that follows either way,
