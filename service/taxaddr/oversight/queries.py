@@ -9,13 +9,14 @@ grows; ``case_jtis`` restricts to the leaves of some case references.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ClauseElement, ColumnElement, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from taxaddr.audit.models import AuditLeaf
 from taxaddr.cases.models import CaseReference
@@ -120,63 +121,76 @@ def totals(rows: Sequence[Row] | Sequence[dict[str, Any]]) -> dict[str, int]:
     return result
 
 
-def distinct_disclosed_subjects(
+@dataclass(frozen=True)
+class PeriodFacts:
+    """What a report needs beyond the grouped rows, from one pass over the leaves."""
+
+    distinct_subjects: int
+    jtis_in_period: set[str]
+    disclosed_per_jti: dict[str, int]
+
+
+def period_facts(
     session: Session,
     from_day: date,
     to_day: date,
     *,
     below: int | None = None,
     case_jtis: Collection[str] | None = None,
-) -> int:
-    """How many distinct taxpayers (by pseudonym) had an address disclosed.
+) -> PeriodFacts:
+    """Distinct disclosed pseudonyms and case references in the period, and the
+    disclosures of every case reference over the whole log, in one streamed pass.
 
-    Counted in Python over the streamed pseudonyms: SQLite's COUNT(DISTINCT) builds
-    a temporary B-tree and is several times slower at a million leaves. Only the
-    count leaves this function.
+    One sequential pass (or covering-index scan) over four narrow columns beats three
+    aggregations that each look rows up by index; COUNT(DISTINCT) is also several
+    times slower in SQLite than a Python set. Only counts leave this function.
     """
     if case_jtis is not None and not case_jtis:
-        return 0
-    stmt = (
-        select(AuditLeaf.subject_ref)
-        .where(
-            *_filters(from_day, to_day, below, case_jtis),
-            AuditLeaf.outcome == "disclosed",
-            AuditLeaf.subject_ref.is_not(None),
-        )
-        .execution_options(yield_per=20_000)
-    )
-    return len(set(session.scalars(stmt)))
-
-
-def case_jtis_in_period(
-    session: Session,
-    from_day: date,
-    to_day: date,
-    *,
-    below: int | None = None,
-) -> set[str]:
-    stmt = (
-        select(AuditLeaf.case_jti)
-        .where(*_filters(from_day, to_day, below, None), AuditLeaf.case_jti.is_not(None))
-        .distinct()
-    )
-    return {jti for (jti,) in session.execute(stmt) if jti is not None}
-
-
-def disclosures_per_case(
-    session: Session, jtis: Collection[str], *, below: int | None = None
-) -> dict[str, int]:
-    """Disclosed leaves per case reference over the whole log (below ``below``)."""
-    if not jtis:
-        return {}
-    conds: list[ColumnElement[bool]] = [
-        AuditLeaf.case_jti.in_(sorted(jtis)),
-        AuditLeaf.outcome == "disclosed",
-    ]
+        return PeriodFacts(0, set(), {})
+    conds: list[ColumnElement[bool]] = []
     if below is not None:
         conds.append(AuditLeaf.leaf_index < below)
-    stmt = select(AuditLeaf.case_jti, func.count()).where(*conds).group_by(AuditLeaf.case_jti)
-    return {str(jti): int(n) for jti, n in session.execute(stmt)}
+    if case_jtis is not None:
+        conds.append(AuditLeaf.case_jti.in_(sorted(case_jtis)))
+    stmt = select(
+        AuditLeaf.case_jti, AuditLeaf.outcome, AuditLeaf.day, AuditLeaf.subject_ref
+    ).where(*conds)
+    lo, hi = from_day.isoformat(), to_day.isoformat()
+    subjects: set[str] = set()
+    jtis: set[str] = set()
+    disclosed: dict[str, int] = {}
+    for jti, outcome, day, subject in _raw_rows(session, stmt):
+        # raw driver values: the day is text on SQLite and a date on PostgreSQL
+        text_day = day if isinstance(day, str) else day.isoformat()
+        in_period = lo <= text_day[:10] <= hi
+        if outcome == "disclosed":
+            if jti is not None:
+                disclosed[jti] = disclosed.get(jti, 0) + 1
+            if in_period and subject is not None:
+                subjects.add(subject)
+        if in_period and jti is not None:
+            jtis.add(jti)
+    return PeriodFacts(len(subjects), jtis, disclosed)
+
+
+def _raw_rows(session: Session, stmt: ClauseElement) -> Iterator[Any]:
+    """Stream a statement's rows without per-row type processing (4x faster at 1M rows).
+
+    The statement is still built and its parameters bound by SQLAlchemy; only the
+    result skips the ORM/type layer. Server-side cursor on PostgreSQL.
+    """
+    conn = session.connection().execution_options(stream_results=True, max_row_buffer=50_000)
+    compiled = cast(
+        SQLCompiler,
+        stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}),
+    )
+    params = compiled.params
+    args: Any = (
+        tuple(params[name] for name in compiled.positiontup or ())
+        if compiled.positional
+        else params
+    )
+    yield from conn.exec_driver_sql(compiled.string, args)
 
 
 @dataclass(frozen=True)

@@ -101,20 +101,13 @@ def build_report(
         if not case_jtis:
             raise UnknownCase
     rows = queries.aggregate_rows(session, from_day, to_day, below=below, case_jtis=case_jtis)
-    distinct = queries.distinct_disclosed_subjects(
-        session, from_day, to_day, below=below, case_jtis=case_jtis
-    )
-    listed = (
-        case_jtis
-        if case_jtis is not None
-        else queries.case_jtis_in_period(session, from_day, to_day, below=below)
-    )
-    used = queries.disclosures_per_case(session, listed, below=below)
+    facts = queries.period_facts(session, from_day, to_day, below=below, case_jtis=case_jtis)
+    listed = case_jtis if case_jtis is not None else facts.jtis_in_period
     cases = [
         {
             "number": ref.number,
             "court": ref.court,
-            "disclosures": used.get(ref.jti, 0),
+            "disclosures": facts.disclosed_per_jti.get(ref.jti, 0),
             "max_disclosures": ref.max_disclosures,
         }
         for ref in queries.case_refs(session, listed)
@@ -130,7 +123,7 @@ def build_report(
             "signed_note": note,
         },
         "totals": queries.totals(rows),
-        "distinct_subjects": distinct,
+        "distinct_subjects": facts.distinct_subjects,
         "rows": [row.as_dict() for row in rows],
         "cases": sorted(cases, key=_case_key),
     }
