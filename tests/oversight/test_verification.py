@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime
 
 from prometheus_client import REGISTRY
@@ -61,7 +62,9 @@ def test_monitor_runs_once_then_caches_and_refreshes_when_stale() -> None:
     def run() -> VerificationResult:
         calls.append(1)
         done.set()
-        return VerificationResult(True, "ok", 5, None, datetime.now(UTC), float(len(calls)))
+        return VerificationResult(
+            True, f"run {len(calls)}", 5, None, datetime.now(UTC), time.monotonic()
+        )
 
     monitor = VerificationMonitor(run, max_age=3600)
     assert monitor.last is None
@@ -77,7 +80,7 @@ def test_monitor_runs_once_then_caches_and_refreshes_when_stale() -> None:
     assert monitor.refresh_in_background()
     assert done.wait(10)
     for _ in range(100):
-        if monitor.last is not None and monitor.last.monotonic == 3.0:
+        if monitor.last is not None and monitor.last.message == "run 3":
             break
         threading.Event().wait(0.05)
     assert len(calls) == 3
