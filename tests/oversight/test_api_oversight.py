@@ -178,3 +178,19 @@ def test_dashboard_html(server: RunningServer, world: World, script: Script) -> 
     assert "<script" not in html
     for secret in SEEDED_SECRETS:
         assert secret.lower() not in html.lower()
+
+
+def test_metrics_still_served_when_the_database_fails(
+    server: RunningServer, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metrics that report a broken store must not disappear with it."""
+    from taxaddr.errors import DatabaseUnavailable
+    from taxaddr.oversight import routes
+
+    def broken(_session: object) -> None:
+        raise DatabaseUnavailable("database unavailable")
+
+    monkeypatch.setattr(routes, "read_head", broken)
+    answer = _get(server, world.identities["prometheus"], "/metrics")
+    assert answer.status_code == 200
+    assert "taxaddr_audit_append_failures_total" in answer.text

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr import metrics
 from taxaddr.api.deps import get_service, require_role
@@ -20,7 +21,7 @@ from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.db import write_transaction
-from taxaddr.errors import RequestInvalid
+from taxaddr.errors import RequestInvalid, TaxaddrError
 from taxaddr.oversight import exposition
 from taxaddr.oversight.dashboard import CheckpointView, build_view, default_period, render_html
 from taxaddr.oversight.summary import check_period, parse_day, summarize
@@ -59,9 +60,15 @@ def monitor_for(svc: DisclosureService) -> VerificationMonitor:
 def metrics_endpoint(request: Request, _who: Scraper) -> Response:
     """Prometheus text exposition (roles monitor and oversight)."""
     svc = get_service(request)
-    with svc.read_session() as session:
-        metrics.AUDIT_TREE_SIZE.set(read_head(session).tree_size)
-    monitor_for(svc).refresh_in_background()
+    try:
+        with svc.read_session() as session:
+            metrics.AUDIT_TREE_SIZE.set(read_head(session).tree_size)
+    except (TaxaddrError, SQLAlchemyError):
+        # A broken database must not hide the metrics that report it (append
+        # failures, policy errors): serve them with the last known tree size.
+        pass
+    else:
+        monitor_for(svc).refresh_in_background()
     return Response(exposition.exposition(), media_type=exposition.MEDIA_TYPE)
 
 
