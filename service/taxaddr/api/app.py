@@ -6,10 +6,11 @@ import importlib
 import json
 from typing import Any
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from taxaddr.api import audit_routes, handlers
 from taxaddr.api.deps import CurrentRequester, client_cert_der, get_service, get_trace
@@ -41,6 +42,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "policy_unavailable, audit_unavailable, database_unavailable, keys_unavailable"),
     )
 }
+
+
+DISCLOSURE_THREADS = 8
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -116,12 +120,27 @@ def _core_router() -> APIRouter:
     async def post_disclosure(request: Request) -> Response:
         """Request one taxpayer's address for a verified criminal case (role requester)."""
         body = await request.body()
-        answer = await run_in_threadpool(
-            disclose, get_service(request), client_cert_der(request), body, get_trace(request)
+        answer = await anyio.to_thread.run_sync(
+            disclose,
+            get_service(request),
+            client_cert_der(request),
+            body,
+            get_trace(request),
+            limiter=_disclosure_limiter(request),
         )
         return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
     return router
+
+
+def _disclosure_limiter(request: Request) -> CapacityLimiter:
+    """Disclosure threads: CPU-bound work gains nothing from more threads than this, and
+    the bound keeps pooled database connections (SQLite pool: 15) from running out."""
+    limiter: CapacityLimiter | None = getattr(request.app.state, "disclosure_limiter", None)
+    if limiter is None:
+        limiter = CapacityLimiter(DISCLOSURE_THREADS)
+        request.app.state.disclosure_limiter = limiter
+    return limiter
 
 
 def readiness(svc: DisclosureService) -> dict[str, Any]:
