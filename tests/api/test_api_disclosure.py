@@ -411,3 +411,36 @@ def test_unknown_route_is_an_envelope(server: RunningServer, agent: Identity) ->
     assert code_of(r) == "not_found"
     assert m.status_code == 405
     assert code_of(m) == "method_not_allowed"
+
+
+def test_metrics_count_outcomes_with_bounded_labels(
+    server: RunningServer, world: World, agent: Identity
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    disclosed = {"agency": "ICE-HSI", "outcome": "disclosed", "reason": "none"}
+    denied = {"agency": "ICE-HSI", "outcome": "denied", "reason": "reason_insufficient"}
+    invalid = {"agency": "ICE-HSI", "outcome": "denied", "reason": "request_invalid"}
+    stat = {"agency": "ICE-HSI", "statute": "8 U.S.C. 1253(a)(1)"}
+    before = (
+        value("taxaddr_disclosure_requests_total", **disclosed),
+        value("taxaddr_disclosure_requests_total", **denied),
+        value("taxaddr_disclosure_requests_total", **invalid),
+        value("taxaddr_disclosures_total", **stat),
+        value("taxaddr_disclosure_request_seconds_count"),
+    )
+    case = world.case()
+    assert post(server, agent, body(case)).status_code == 200
+    assert post(server, agent, body(case, reason="immigration enforcement")).status_code == 403
+    assert post(server, agent, {"request_id": "x"}).status_code == 422
+    after = (
+        value("taxaddr_disclosure_requests_total", **disclosed),
+        value("taxaddr_disclosure_requests_total", **denied),
+        value("taxaddr_disclosure_requests_total", **invalid),
+        value("taxaddr_disclosures_total", **stat),
+        value("taxaddr_disclosure_request_seconds_count"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 3]
