@@ -1,0 +1,65 @@
+"""`taxaddr serve` as its own process: it starts, answers over mTLS and logs JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from apikit import JANE, SEEDED_SECRETS, Identity, World, body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_process_answers_and_logs_json(world: World, agent: Identity) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TAXADDR_ENV": "test",
+        "TAXADDR_KEYS_DIR": str(world.keys_dir),
+        "TAXADDR_DATABASE_URL": world.settings.database_url,
+        "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
+    }
+    exe = Path(sys.executable).parent / "taxaddr"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=agent.ssl_context(), timeout=10) as client:
+            for _ in range(150):
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            refused = client.post(
+                "/v1/disclosures", json=body(world.case(), JANE, reason="immigration enforcement")
+            )
+        assert refused.status_code == 403
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    lines = [json.loads(line) for line in stderr.decode().splitlines() if line.strip()]
+    requests = [e for e in lines if e.get("event") == "request"]
+    refusal = next(e for e in requests if e.get("route") == "/v1/disclosures")
+    assert refusal["status"] == 403
+    assert refusal["code"] == "reason_insufficient"
+    assert refusal["requester_id"] == agent.id
+    assert refusal["outcome"] == "denied"
+    assert isinstance(refusal["leaf_index"], int)
+    text = stderr.decode().upper()
+    assert [s for s in SEEDED_SECRETS if s.upper() in text] == []
