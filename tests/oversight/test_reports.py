@@ -18,6 +18,7 @@ from taxaddr.audit.models import AuditLeaf
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.errors import UsageError
 from taxaddr.reports import document, signing
 from taxaddr.reports.compliance import (
     UnknownCase,
@@ -326,3 +327,17 @@ def test_report_pinned_to_an_older_checkpoint_ignores_newer_leaves(
     assert report["cases"][0]["disclosures"] == 4
     data, sig = _resign(report, keystore)
     assert _verify(seeded, keystore, settings, data, sig).ok
+
+
+def test_produce_report_on_each_backend(
+    seeded: Engine, keystore: FileKeyStore, settings: Settings
+) -> None:
+    """The API/CLI path: short checkpoint transaction, then a read snapshot."""
+    from taxaddr.reports.compliance import produce_report
+
+    result = produce_report(seeded, keystore, settings, fmt="csv", **PERIOD)
+    assert result.report["totals"]["requests"] == 8
+    assert result.report["distinct_subjects"] == 3
+    assert _verify(seeded, keystore, settings, result.data, result.signature).ok
+    with pytest.raises(UsageError):
+        produce_report(seeded, keystore, settings, fmt="docx", **PERIOD)
