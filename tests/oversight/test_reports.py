@@ -341,3 +341,17 @@ def test_produce_report_on_each_backend(
     assert _verify(seeded, keystore, settings, result.data, result.signature).ok
     with pytest.raises(UsageError):
         produce_report(seeded, keystore, settings, fmt="docx", **PERIOD)
+
+
+def test_truncated_log_is_named(seeded: Engine, keystore: FileKeyStore, settings: Settings) -> None:
+    result = _signed(seeded, keystore, settings, "json")
+    with write_transaction(seeded) as session:
+        session.execute(text("DELETE FROM audit_leaves WHERE leaf_index >= 7"))
+    check = _verify(seeded, keystore, settings, result.data, result.signature)
+    assert check.problems == [
+        "checkpoint.tree_size: the audit log holds 7 leaves, the report cites 10"
+    ]
+    with write_transaction(seeded) as session:
+        session.execute(text("DELETE FROM audit_leaves WHERE leaf_index = 3"))
+    check = _verify(seeded, keystore, settings, result.data, result.signature)
+    assert check.problems == ["audit log: leaf 3 is missing"]
