@@ -42,7 +42,8 @@ def daily_bars(
     left, right, top, bottom = 48, 12, 28, 56
     plot_w, plot_h = width - left - right, height - top - bottom
     names = list(series)
-    peak = _nice_max(max((max(v, default=0) for v in series.values()), default=0))
+    highest = max((max(v, default=0) for v in series.values()), default=0)
+    peak = 4 * _nice_max(-(-highest // 4))  # four equal integer gridline steps
     slot = plot_w / max(len(days), 1)
     bar_w = max(1.0, min(18.0, (slot - 4) / max(len(names), 1)))
     parts = [
@@ -51,7 +52,7 @@ def daily_bars(
         f'<text x="{left}" y="18" class="chart-title">{escape(title)}</text>',
     ]
     for tick in range(5):
-        value = peak * tick // 4
+        value = peak // 4 * tick
         y = top + plot_h - plot_h * tick / 4
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" class="grid"/>'
