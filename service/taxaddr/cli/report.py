@@ -13,7 +13,9 @@ from taxaddr.config import get_settings
 from taxaddr.errors import UsageError
 from taxaddr.reports import compliance
 
-report_app = typer.Typer(help="Signed compliance reports for courts and oversight.")
+report_app = typer.Typer(
+    help="Signed compliance reports for courts and oversight.", no_args_is_help=True
+)
 
 
 class ReportFormat(StrEnum):
