@@ -72,6 +72,18 @@ def test_numbers_that_are_not_tins_pass() -> None:
     build_leaf(1, make_leaf(1, request_id="8f1c1f9e-3a0b-4a59-9c1d-123456789012"))
 
 
+def test_policy_version_digest_with_nine_digit_run_passes() -> None:
+    # A real policy hash of this shape once refused every leaf (503 for all requests).
+    digest = "sha256:e9166a1a432ce1ccaef196057363c1cd" + "0" * 32
+    build_leaf(1, make_leaf(1, policy_version=digest))
+
+
+def test_digest_exemption_is_only_for_the_policy_version() -> None:
+    hexish = "123456789" + "a" * 40
+    with pytest.raises(LeafRefused, match="request_id looks like a TIN"):
+        build_leaf(1, make_leaf(1, request_id=hexish))
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
