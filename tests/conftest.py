@@ -9,20 +9,17 @@ local loop; ``make test`` never sets it, so PostgreSQL tests always run in CI.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pg import PgCluster, start_cluster
 from taxaddr.config import get_settings
 from taxaddr.crypto.keystore import FileKeyStore, init_dev_keys
 from taxaddr.db import make_engine
 from taxaddr.migrate import upgrade
+from tests.pg import PgCluster, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

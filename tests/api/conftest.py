@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from apikit import Identity, RunningServer, World, build_world, cleanup, run_server
+
+from tests.api.apikit import Identity, RunningServer, World, build_world, cleanup, run_server
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from apikit import JANE, STATUTE, Identity, RunningServer, World
 from cryptography import x509
 
 from taxaddr.cli import run
 from taxaddr.crypto import pki
+from tests.api.apikit import JANE, STATUTE, Identity, RunningServer, World
 
 
 @pytest.fixture

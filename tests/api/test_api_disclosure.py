@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from apikit import (
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.orm import Session
+
+from taxaddr.api.receipt import verify_receipt
+from taxaddr.api.runtime import engine_for
+from taxaddr.audit.leaf import canonical
+from taxaddr.cases.issue import revoke as revoke_case
+from taxaddr.cases.usage import usage
+from taxaddr.db import write_transaction
+from tests.api.apikit import (
     AMBIGUOUS,
     JANE,
     JOHN,
@@ -23,15 +32,6 @@ from apikit import (
     leaves,
     tree_size,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy.orm import Session
-
-from taxaddr.api.receipt import verify_receipt
-from taxaddr.api.runtime import engine_for
-from taxaddr.audit.leaf import canonical
-from taxaddr.cases.issue import revoke as revoke_case
-from taxaddr.cases.usage import usage
-from taxaddr.db import write_transaction
 
 
 def post(server: RunningServer, ident: Identity, payload: Any) -> httpx.Response:

@@ -7,7 +7,6 @@ import socket
 from typing import Any
 
 import pytest
-from apikit import Identity, RunningServer, World, body, run_server, tree_size
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -15,6 +14,7 @@ import taxaddr.api.disclosure as disclosure_mod
 from taxaddr.api.runtime import engine_for
 from taxaddr.audit.models import AuditAccounting
 from taxaddr.errors import AuditUnavailable
+from tests.api.apikit import Identity, RunningServer, World, body, run_server, tree_size
 
 
 def _dead_port() -> int:

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from apikit import Identity, World, body, build_world, leaves, run_server, tree_size
 
 from taxaddr.api.ratelimit import RateLimiter
 from taxaddr.errors import RateLimited
+from tests.api.apikit import Identity, World, body, build_world, leaves, run_server, tree_size
 
 
 def test_rate_limit_is_429_with_retry_after(world: World, agent: Identity) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from apikit import (
+from prometheus_client import REGISTRY, generate_latest
+
+from taxaddr.api.logs import JsonFormatter
+from tests.api.apikit import (
     AMBIGUOUS,
     JANE,
     SEEDED_SECRETS,
@@ -16,9 +19,6 @@ from apikit import (
     body,
     forge_case,
 )
-from prometheus_client import REGISTRY, generate_latest
-
-from taxaddr.api.logs import JsonFormatter
 
 
 def _refused_payloads(world: World) -> list[dict[str, object]]:

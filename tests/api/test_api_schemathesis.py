@@ -6,8 +6,9 @@ from typing import Any
 
 import requests
 import schemathesis
-from apikit import Identity, RunningServer
 from hypothesis import HealthCheck, given, settings
+
+from tests.api.apikit import Identity, RunningServer
 
 
 def _fuzz(op: Any, session: requests.Session, base_url: str, examples: int) -> list[str]:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
-from apikit import JANE, SEEDED_SECRETS, Identity, World, body
+
+from tests.api.apikit import JANE, SEEDED_SECRETS, Identity, World, body
 
 
 def _free_port() -> int:

@@ -8,11 +8,11 @@ import ssl
 
 import httpx
 import pytest
-from apikit import Identity, RunningServer, World
 
 from taxaddr.api.requesters import revoke
 from taxaddr.api.server import build_ssl_context
 from taxaddr.crypto import pki
+from tests.api.apikit import Identity, RunningServer, World
 
 
 def _handshake_and_request(server: RunningServer, ctx: ssl.SSLContext) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, select, text
 
-from conftest import make_leaf
 from taxaddr.audit.accounting import (
     iter_accounting,
     read_accounting,
@@ -17,6 +16,7 @@ from taxaddr.audit.models import AuditAccounting
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
 from taxaddr.errors import AuditUnavailable, IntegrityError
+from tests.audit.conftest import make_leaf
 
 DETAIL = {
     "requester_id": "agent-0",

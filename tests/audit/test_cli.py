@@ -9,7 +9,6 @@ import pytest
 import rfc8785
 from sqlalchemy import text
 
-from conftest import make_leaf
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import open_checkpoint, parse_vkey
 from taxaddr.audit.log import bulk_append
@@ -17,6 +16,7 @@ from taxaddr.audit.service import get_entries
 from taxaddr.cli import run
 from taxaddr.db import make_engine, write_transaction
 from taxaddr.migrate import upgrade
+from tests.audit.conftest import make_leaf
 
 
 @pytest.fixture

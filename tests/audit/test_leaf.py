@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from conftest import make_leaf
 from taxaddr.audit.leaf import (
     LEAF_FIELDS,
     LeafRefused,
@@ -21,6 +20,7 @@ from taxaddr.audit.leaf import (
     parse_time,
 )
 from taxaddr.errors import AuditUnavailable
+from tests.audit.conftest import make_leaf
 
 
 def test_leaf_has_exactly_the_contract_fields_in_canonical_order() -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from conftest import make_leaf
 from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import canonical
@@ -31,6 +30,7 @@ from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
 from taxaddr.errors import AuditUnavailable, RequestInvalid
+from tests.audit.conftest import make_leaf
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -263,8 +263,8 @@ def test_verify_while_appends_go_on(
 
     from sqlalchemy.orm import Session
 
-    from conftest import make_leaf
     from taxaddr.audit.log import append_leaf
+    from tests.audit.conftest import make_leaf
 
     stop = threading.Event()
 

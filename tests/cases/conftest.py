@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from casekit import TokenMaker, trust
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from taxaddr.config import Settings
 from taxaddr.db import make_engine
 from taxaddr.migrate import upgrade
+from tests.cases.casekit import TokenMaker, trust
 
 
 @pytest.fixture(scope="session")

@@ -123,8 +123,9 @@ def test_issuer_list_empty(env: dict[str, str], capsys: pytest.CaptureFixture[st
 
 
 def test_issuer_add_with_window(cli: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from casekit import public_jwk
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.cases.casekit import public_jwk
 
     path = tmp_path / "rotated.jwk"
     path.write_text(json.dumps(public_jwk(Ed25519PrivateKey.generate(), "court-2027")))
@@ -177,8 +178,9 @@ def test_issue_unknown_local_issuer(cli: pytest.CaptureFixture[str]) -> None:
 def test_issue_jwk_must_match_private_key(
     cli: pytest.CaptureFixture[str], env: dict[str, str]
 ) -> None:
-    from casekit import public_jwk
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.cases.casekit import public_jwk
 
     jwk_path = Path(env["TAXADDR_KEYS_DIR"]) / "issuers" / "dev-court.jwk"
     jwk_path.chmod(0o600)

@@ -12,7 +12,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from casekit import ISS, KID, NOW, NOW_TS, SUBJECTS, TokenMaker, base_claims, trust
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +25,7 @@ from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.db import write_transaction
 from taxaddr.errors import CaseError
+from tests.cases.casekit import ISS, KID, NOW, NOW_TS, SUBJECTS, TokenMaker, base_claims, trust
 
 b64 = jws.b64url_encode
 

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from casekit import ISS, KID, NOW, public_jwk
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from taxaddr.cases import issuers, jws
 from taxaddr.db import write_transaction
 from taxaddr.errors import UsageError
+from tests.cases.casekit import ISS, KID, NOW, public_jwk
 
 
 def jwk_bytes(jwk: dict[str, Any]) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from casekit import NOW, TokenMaker
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 from taxaddr.cases.verify import verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.errors import CaseError
+from tests.cases.casekit import NOW, TokenMaker
 
 
 @hypothesis_settings(

@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from casekit import NOW
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -16,6 +15,7 @@ from taxaddr.cases.usage import list_cases, record_case, reserve_disclosure, usa
 from taxaddr.cases.verify import VerifiedCase
 from taxaddr.db import write_transaction
 from taxaddr.errors import CaseReferenceMalformed
+from tests.cases.casekit import NOW
 
 
 def make_case(jti: str = "jti-1", *, number: str = "1:26-cr-00123", quota: int = 5) -> VerifiedCase:

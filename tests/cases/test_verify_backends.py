@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from casekit import ISS, KID, NOW, TokenMaker, trust
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
@@ -17,6 +16,7 @@ from taxaddr.cases.verify import verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.db import write_transaction
 from taxaddr.errors import CaseError
+from tests.cases.casekit import ISS, KID, NOW, TokenMaker, trust
 
 
 def code(engine: Engine, token: str, settings: Settings) -> str:

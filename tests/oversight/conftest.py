@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from oversight_e2e import RunningServer, Script, World, run_script
-from oversight_seed import seed
-
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
+from tests.oversight.oversight_e2e import RunningServer, Script, World, run_script
+from tests.oversight.oversight_seed import seed
 
 
 @pytest.fixture
@@ -31,7 +27,7 @@ def seeded(engine: Engine, keystore: FileKeyStore) -> Engine:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from apikit import build_world, cleanup
+    from tests.api.apikit import build_world, cleanup
 
     w = build_world(tmp_path_factory.mktemp("oversight-world"))
     w.identity("agent-1")
@@ -43,7 +39,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def server(world: World) -> Iterator[RunningServer]:
-    from apikit import run_server
+    from tests.api.apikit import run_server
 
     with run_server(world) as srv:
         yield srv

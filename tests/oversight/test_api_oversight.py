@@ -6,7 +6,12 @@ import base64
 from datetime import UTC, datetime
 
 import pytest
-from oversight_e2e import (
+from sqlalchemy.orm import Session
+
+from taxaddr.api.runtime import engine_for
+from taxaddr.reports import document
+from taxaddr.reports.compliance import verify_report
+from tests.oversight.oversight_e2e import (
     CASE_NUMBER,
     SEEDED_SECRETS,
     Identity,
@@ -15,11 +20,6 @@ from oversight_e2e import (
     World,
     sample,
 )
-from sqlalchemy.orm import Session
-
-from taxaddr.api.runtime import engine_for
-from taxaddr.reports import document
-from taxaddr.reports.compliance import verify_report
 
 
 def _today() -> str:

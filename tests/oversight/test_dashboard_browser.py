@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from oversight_e2e import RunningServer, Script, World
+
+from tests.oversight.oversight_e2e import RunningServer, Script, World
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"

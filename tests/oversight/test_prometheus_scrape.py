@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from oversight_e2e import RunningServer, Script, World, sample
+
+from tests.oversight.oversight_e2e import RunningServer, Script, World, sample
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

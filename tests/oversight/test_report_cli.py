@@ -6,13 +6,13 @@ import base64
 from pathlib import Path
 
 import pytest
-from oversight_seed import CASE_A, seed
 
 from taxaddr.cli import run
 from taxaddr.config import get_settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import make_engine
 from taxaddr.migrate import upgrade
+from tests.oversight.oversight_seed import CASE_A, seed
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from oversight_seed import CASE_A, NAMES, STREETS, TINS
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from taxaddr.reports.compliance import (
     signed_report,
     verify_report,
 )
+from tests.oversight.oversight_seed import CASE_A, NAMES, STREETS, TINS
 
 NOW = datetime(2026, 11, 25, 16, 0, 0, tzinfo=UTC)
 PERIOD = {"from_day": date(2026, 11, 2), "to_day": date(2026, 11, 4)}
@@ -91,9 +91,8 @@ def test_report_counts_only_leaves_under_its_checkpoint(
 ) -> None:
     """A leaf appended after the checkpoint was taken is not in the report."""
     first = _signed(seeded, keystore, settings, "json")
-    from oversight_seed import EVENTS, leaf_input
-
     from taxaddr.audit.log import bulk_append
+    from tests.oversight.oversight_seed import EVENTS, leaf_input
 
     with write_transaction(seeded) as session:
         bulk_append(session, [leaf_input(EVENTS[0], keystore.pseudonym_key())])
@@ -311,10 +310,9 @@ def test_report_pinned_to_an_older_checkpoint_ignores_newer_leaves(
     seeded: Engine, keystore: FileKeyStore, settings: Settings
 ) -> None:
     """When the log grew after the checkpoint, counts still stop at its tree size."""
-    from oversight_seed import EVENTS, leaf_input
-
     from taxaddr.audit.log import bulk_append
     from taxaddr.audit.service import latest_checkpoint
+    from tests.oversight.oversight_seed import EVENTS, leaf_input
 
     with write_transaction(seeded) as session:
         note = latest_checkpoint(session, keystore, settings)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policy_fake_opa import FakeOpa
 
 from taxaddr.policy.sources import PolicySources, load_sources
+from tests.policy.policy_fake_opa import FakeOpa
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policy_fake_opa import FakeOpa
 
 from taxaddr.errors import order_reasons
 from taxaddr.policy.embedded import EmbeddedPolicyEngine
 from taxaddr.policy.opa import OpaPolicyEngine
+from tests.policy.policy_fake_opa import FakeOpa
 
 TABLE = json.loads(
     (Path(__file__).resolve().parents[2] / "policies" / "decision_table.json").read_text()

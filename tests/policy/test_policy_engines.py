@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from policy_fake_opa import FakeOpa
 from prometheus_client import REGISTRY
 
 from taxaddr.config import Settings
@@ -26,6 +25,7 @@ from taxaddr.policy.embedded import EmbeddedPolicyEngine
 from taxaddr.policy.engine import parse_result
 from taxaddr.policy.opa import UNBUNDLED, OpaPolicyEngine, _revision
 from taxaddr.policy.sources import load_sources
+from tests.policy.policy_fake_opa import FakeOpa
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"

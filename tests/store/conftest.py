@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from store_helpers import SEED_ROWS, write_csv
 
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import make_engine
 from taxaddr.migrate import upgrade
 from taxaddr.store.importer import ImportReport, import_file
+from tests.store.store_helpers import SEED_ROWS, write_csv
 
 
 @pytest.fixture

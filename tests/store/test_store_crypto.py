@@ -11,9 +11,7 @@ from urllib.parse import urlparse
 import pytest
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
-from store_helpers import SEED_ROWS
 
-from pg import PgCluster
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.errors import IntegrityError, KeyMaterialError
@@ -22,6 +20,8 @@ from taxaddr.store.lookup import lookup_address
 from taxaddr.store.models import address_records as t
 from taxaddr.store.normalize import normalize_tin
 from taxaddr.store.records import BlindIndexer
+from tests.pg import PgCluster
+from tests.store.store_helpers import SEED_ROWS
 
 JANE, JOHN = SEED_ROWS[1], SEED_ROWS[2]
 
@@ -112,7 +112,7 @@ def test_missing_kek_fails_closed(engine: Engine, keys_dir: Path, seeded: Import
 def test_missing_kek_is_one_cli_line(
     env: dict[str, str], tmp_path: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from store_helpers import write_csv
+    from tests.store.store_helpers import write_csv
 
     assert run(["db", "upgrade"]) == 0
     assert run(["import", str(write_csv(tmp_path / "a.csv", SEED_ROWS))]) == 0
@@ -137,9 +137,8 @@ def _secrets() -> list[bytes]:
 def test_sqlite_file_holds_no_plaintext(
     sqlite_engine: Engine, keystore: FileKeyStore, tmp_path: Path, sqlite_url: str
 ) -> None:
-    from store_helpers import write_csv
-
     from taxaddr.store.importer import import_file
+    from tests.store.store_helpers import write_csv
 
     assert import_file(sqlite_engine, keystore, write_csv(tmp_path / "s.csv", SEED_ROWS)).ok
     path = Path(sqlite_url.removeprefix("sqlite:///"))
@@ -161,11 +160,10 @@ def test_sqlite_file_holds_no_plaintext(
 def test_postgres_dump_holds_no_plaintext(
     pg_cluster: PgCluster, pg_url: str, keystore: FileKeyStore, tmp_path: Path
 ) -> None:
-    from store_helpers import write_csv
-
     from taxaddr.db import make_engine
     from taxaddr.migrate import upgrade
     from taxaddr.store.importer import import_file
+    from tests.store.store_helpers import write_csv
 
     upgrade(pg_url)
     engine = make_engine(pg_url)

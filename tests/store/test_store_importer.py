@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
-from store_helpers import SEED_ROWS, write_csv, write_jsonl
 
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
@@ -15,6 +14,7 @@ from taxaddr.errors import KeyMaterialError, UsageError
 from taxaddr.store.importer import RowProblem, import_file
 from taxaddr.store.lookup import lookup_address
 from taxaddr.store.models import address_records
+from tests.store.store_helpers import SEED_ROWS, write_csv, write_jsonl
 
 
 def _count(engine: Engine) -> int:

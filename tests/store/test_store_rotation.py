@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
-from store_helpers import SEED_ROWS, write_csv
 
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
@@ -17,6 +16,7 @@ from taxaddr.store.lookup import lookup_address
 from taxaddr.store.models import address_records as t
 from taxaddr.store.rotation import rotate_kek
 from taxaddr.store.sample import generate
+from tests.store.store_helpers import SEED_ROWS, write_csv
 
 
 def _all_readable(engine: Engine, keystore: FileKeyStore, rows: list[dict[str, str]]) -> None:
