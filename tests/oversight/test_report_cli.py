@@ -73,7 +73,7 @@ def test_cli_usage_errors(
         run(["report", "compliance", "--from", "2026-11-5", "--to", "2026-11-04", "--out", out])
         == 1
     )
-    assert "--from: not a date" in capsys.readouterr().err
+    assert "'--from' is not a date" in capsys.readouterr().err
     assert (
         run(["report", "compliance", "--from", "2026-11-05", "--to", "2026-11-04", "--out", out])
         == 1

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from taxaddr.config import get_settings
-from taxaddr.errors import UsageError
+from taxaddr.errors import RequestInvalid, UsageError
+from taxaddr.oversight.summary import parse_day
 from taxaddr.reports import compliance
 
 report_app = typer.Typer(
@@ -26,12 +27,9 @@ class ReportFormat(StrEnum):
 
 def _day(text: str, option: str) -> date:
     try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        day = None
-    if day is None or len(text) != 10:
-        raise UsageError(f"{option}: not a date (YYYY-MM-DD)")
-    return day
+        return parse_day(text, option)
+    except RequestInvalid as exc:  # the API's code; on the command line it is a usage error
+        raise UsageError(exc.message) from None
 
 
 @report_app.command("compliance")
