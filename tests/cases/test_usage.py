@@ -5,16 +5,18 @@ from __future__ import annotations
 import dataclasses
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases.models import CaseReference
 from taxaddr.cases.usage import list_cases, record_case, reserve_disclosure, usage
 from taxaddr.cases.verify import VerifiedCase
-from taxaddr.db import write_transaction
-from taxaddr.errors import CaseReferenceMalformed
+from taxaddr.db import make_engine, write_transaction
+from taxaddr.errors import CaseReferenceMalformed, DatabaseUnavailable
 from tests.cases.casekit import NOW
 
 
@@ -128,3 +130,15 @@ def test_list_cases(engine: Engine) -> None:
         ("2:26-cr-00002", "jti-b", 1, 2),
     ]
     assert rows[0].court == "D.D.C."
+
+
+def test_driver_errors_surface_as_sqlalchemy_errors(tmp_path: Path) -> None:
+    """The plain-SQL hot path raises SQLAlchemy's errors (the API maps them to 503)."""
+    bare = make_engine(f"sqlite:///{tmp_path / 'unmigrated.db'}")
+    try:
+        with Session(bare) as s, pytest.raises(DBAPIError):
+            usage(s, "jti-1")
+        with pytest.raises(DatabaseUnavailable), write_transaction(bare) as s:
+            reserve_disclosure(s, make_case())
+    finally:
+        bare.dispose()

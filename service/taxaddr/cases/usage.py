@@ -5,9 +5,24 @@ the first verified token with that ``jti``; a later token reusing the ``jti``
 with different case facts (issuer, case number, court, agency or quota) is
 refused, so a quota can never be reset or raised by re-signing.
 
-:func:`reserve_disclosure` runs inside the caller's write transaction: on
-PostgreSQL it locks the row (``SELECT ... FOR UPDATE``); on SQLite the caller's
-``BEGIN IMMEDIATE`` (:func:`taxaddr.db.write_transaction`) already serializes writers.
+:func:`reserve_disclosure` runs inside the caller's write transaction as ONE
+conditional statement on the hot path::
+
+    UPDATE case_references SET disclosures_used = disclosures_used + 1
+     WHERE jti = ? AND <the token's case facts> AND disclosures_used < max_disclosures
+    RETURNING disclosures_used
+
+On PostgreSQL the UPDATE locks the row and, when it waited for a concurrent
+reservation, re-evaluates its WHERE clause against the committed row (READ
+COMMITTED), so ``disclosures_used < max_disclosures`` is decided on the newest
+count; on SQLite the caller's ``BEGIN IMMEDIATE`` (:func:`taxaddr.db.write_transaction`)
+already serializes writers. Only when no row qualifies (first sighting, other case
+facts, or an exhausted quota) does it fall back to :func:`record_case` and try once more.
+
+The hot-path statements are plain SQL run through the session's own DBAPI connection
+(same transaction); built through the SQL expression layer they cost several times
+the database work itself. Driver errors are re-raised as SQLAlchemy's, as the
+expression layer would.
 """
 
 from __future__ import annotations
@@ -16,8 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases.models import CaseReference
@@ -75,33 +91,56 @@ def record_case(session: Session, vc: VerifiedCase, now: datetime | None = None)
         )
 
 
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+_USAGE_SQL = "SELECT disclosures_used FROM case_references WHERE jti = {p}"
+# The case facts are part of the condition: a row first recorded under this jti for
+# other facts never gives up its quota to this token (record_case then refuses it).
+_RESERVE_SQL = (
+    "UPDATE case_references SET disclosures_used = disclosures_used + 1"
+    " WHERE jti = {p} AND iss = {p} AND number = {p} AND court = {p} AND agency = {p}"
+    " AND max_disclosures = {p} AND disclosures_used < max_disclosures"
+    " RETURNING disclosures_used"
+)
+
+
+def _fetch_one(session: Session, template: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """One row of a plain-SQL statement on the session's connection (its transaction)."""
+    connection = session.connection()
+    dialect = connection.dialect
+    sql = template.format(p=_PLACEHOLDER[dialect.paramstyle])
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    except dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(
+            sql, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
+    finally:
+        cursor.close()
+    return None if row is None else tuple(row)
+
+
 def usage(session: Session, jti: str) -> int:
     """Disclosures made so far under case reference ``jti`` (0 if never seen)."""
-    used = session.scalar(select(CaseReference.disclosures_used).where(CaseReference.jti == jti))
-    return int(used or 0)
+    row = _fetch_one(session, _USAGE_SQL, (jti,))
+    return 0 if row is None else int(row[0])
 
 
 def reserve_disclosure(session: Session, vc: VerifiedCase) -> bool:
     """Take one disclosure from the case's quota; False when it is exhausted.
 
     Call inside the caller's write transaction, which commits or rolls back the
-    reservation together with the audit leaf.
+    reservation together with the audit leaf. Raises :class:`CaseReferenceMalformed`
+    when the jti was first recorded with other case facts.
     """
+    params = (vc.jti, vc.iss, vc.number, vc.court, vc.agency, vc.max_disclosures)
+    if _fetch_one(session, _RESERVE_SQL, params) is not None:
+        return True
+    # No row qualified: first sighting (insert it), other facts (refused), or exhausted.
     record_case(session, vc)
-    row = session.execute(
-        select(CaseReference.disclosures_used, CaseReference.max_disclosures)
-        .where(CaseReference.jti == vc.jti)
-        .with_for_update()
-    ).one()
-    used, maximum = int(row[0]), int(row[1])
-    if used >= maximum:
-        return False
-    session.execute(
-        update(CaseReference)
-        .where(CaseReference.jti == vc.jti)
-        .values(disclosures_used=CaseReference.disclosures_used + 1)
-    )
-    return True
+    return _fetch_one(session, _RESERVE_SQL, params) is not None
 
 
 def list_cases(session: Session) -> list[CaseUsageRow]:
@@ -116,4 +155,3 @@ def list_cases(session: Session) -> list[CaseUsageRow]:
         ).order_by(CaseReference.number, CaseReference.jti)
     ).all()
     return [CaseUsageRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
-
