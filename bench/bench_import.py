@@ -40,7 +40,7 @@ from taxaddr.crypto.keystore import FileKeyStore, init_dev_keys
 from taxaddr.db import make_engine
 from taxaddr.errors import NoUniqueMatch
 from taxaddr.migrate import upgrade
-from taxaddr.store.importer import BatchWriter, ImportRow, import_file
+from taxaddr.store.importer import BatchWriter, Planned, import_file
 from taxaddr.store.lookup import lookup_address
 from taxaddr.store.sample import SampleRecord, generate, write_sample
 
@@ -51,11 +51,9 @@ class PlainBatchWriter(BatchWriter):
     def index(self, normalized_tin: str) -> bytes:
         return normalized_tin.encode()
 
-    def encode(
-        self, row: ImportRow, record_id: int, blind_index: bytes, version: int
-    ) -> tuple[bytes, bytes, bytes]:
-        del record_id, blind_index, version
-        return b"", row.name.encode(), row.address.to_bytes()
+    def encode_many(self, planned: list[Planned], version: int) -> list[tuple[bytes, bytes, bytes]]:
+        del version
+        return [(b"", row.name.encode(), row.address.to_bytes()) for _, _, row, _ in planned]
 
 
 def _rss_mb() -> float:
