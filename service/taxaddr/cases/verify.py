@@ -15,11 +15,21 @@
 
 Verification stops at the first failing step and raises its
 :class:`~taxaddr.errors.CaseError`. Messages never echo token content.
+
+Steps 2, 3, 5 and 6 depend only on the token's bytes (and, for 5, on the key), so a
+bounded in-process LRU remembers, by the token's SHA-256, what they established for
+tokens that verified. On a hit, steps 1, 4, 7, 8 and 9 still run in full on every
+call (size; the key still trusted, in its window and the SAME public key the
+signature verified under, else the token is verified from scratch; audience; time;
+revocation and first-seen case facts), so a ``case revoke`` or ``issuer remove``
+takes effect on the next request exactly as without the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -105,9 +115,19 @@ class VerifiedCase:
     nbf: int
     exp: int
     subjects: tuple[str, ...] = field(repr=False)
+    # subject_refs by pseudonym key (a verified case is reused across requests)
+    _refs: dict[bytes, tuple[str, ...]] = field(
+        init=False, default_factory=dict, repr=False, compare=False, hash=False
+    )
 
     def subject_refs(self, pseudonym_key: bytes) -> list[str]:
-        return [subject_ref(pseudonym_key, tin) for tin in self.subjects]
+        refs = self._refs.get(pseudonym_key)
+        if refs is None:
+            refs = tuple(subject_ref(pseudonym_key, tin) for tin in self.subjects)
+            if len(self._refs) >= 4:  # a rotated pseudonym key: keep this bounded
+                self._refs.clear()
+            self._refs[pseudonym_key] = refs
+        return list(refs)
 
     def policy_case(self, pseudonym_key: bytes) -> dict[str, Any]:
         """The policy input's ``case`` object (CONTRACT.md): subjects as keyed pseudonyms."""
@@ -183,6 +203,47 @@ class _Parsed:
     signature: bytes
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """What steps 2, 3, 5 and 6 established for one token (by its SHA-256)."""
+
+    alg: str
+    kid: str
+    public_key: bytes  # the key the signature verified under
+    claims: _Claims
+    case: VerifiedCase
+
+
+class _VerifiedTokens:
+    """A small, thread-safe LRU of verified tokens; never consulted for steps 1, 4, 7-9."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> _Verified | None:
+        with self._lock:
+            item = self._items.get(digest)
+            if item is not None:
+                self._items.move_to_end(digest)
+            return item
+
+    def put(self, digest: bytes, item: _Verified) -> None:
+        with self._lock:
+            self._items[digest] = item
+            self._items.move_to_end(digest)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+VERIFIED_TOKENS = _VerifiedTokens(256)
+
+
 def verify_case_reference(
     token: str, *, session: Session, settings: Settings, now: datetime | None = None
 ) -> VerifiedCase:
@@ -191,6 +252,18 @@ def verify_case_reference(
     now_ts = int(now.timestamp())
 
     raw = _step1_size(token, settings.case_max_token_bytes)
+    digest = hashlib.sha256(raw).digest()
+    known = VERIFIED_TOKENS.get(digest)
+    if known is not None:
+        claims = known.claims
+        key = _step4_key(session, {"iss": claims.iss, "jti": claims.jti}, known.alg, known.kid, now)
+        if key.public_key == known.public_key:
+            # steps 2, 3, 5, 6: the same bytes under the same key give the same answers
+            _step7_audience(claims)
+            _step8_time(claims, now_ts, settings)
+            _step9_revocation(key, claims)
+            return known.case
+
     parsed = _step2_parse(raw)
     alg, kid = _step3_header(parsed.header)
     key = _step4_key(session, parsed.payload, alg, kid, now)
@@ -201,11 +274,11 @@ def verify_case_reference(
     _step9_revocation(key, claims)
 
     case = claims.case
-    return VerifiedCase(
+    verified = VerifiedCase(
         iss=claims.iss,
         kid=kid,
         jti=claims.jti,
-        token_sha256=hashlib.sha256(raw).hexdigest(),
+        token_sha256=digest.hex(),
         number=case.number,
         court=case.court,
         proceeding=case.proceeding,
@@ -219,6 +292,8 @@ def verify_case_reference(
         exp=claims.exp,
         subjects=subjects,
     )
+    VERIFIED_TOKENS.put(digest, _Verified(alg, kid, key.public_key, claims, verified))
+    return verified
 
 
 def _step1_size(token: object, limit: int) -> bytes:
