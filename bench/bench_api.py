@@ -11,12 +11,14 @@ Phases (same server, same run):
   1. /healthz, closed loop, for ``--duration`` seconds: requests/s
   2. POST /v1/disclosures, closed loop: disclosures/s (every answer must be 200)
   3. POST /v1/disclosures paced at half of phase 2's rate: p50/p99 latency
-Then, with ``--profile``, a cProfile summary of the disclosure path in-process.
+Then, with ``--profile``, a cProfile summary of the disclosure path in-process, and
+with ``--py-spy`` a py-spy sample of the SERVER process during phase 2, summed by
+where the time goes (TLS, HTTP, the disclosure steps, ...).
 
 The default rate limit (600/min per requester identity) stays on; the load is
 spread over many identities as it would be over many agents.
 
-Run: .venv/bin/python bench/bench_api.py [--duration 10] [--connections 16]
+Run: .venv/bin/python bench/bench_api.py [--duration 10] [--connections 16] [--py-spy]
 """
 
 from __future__ import annotations
@@ -264,6 +266,63 @@ def run_phase(
     }
 
 
+# (label, substring of a py-spy frame "function (file:line)"); the innermost frame
+# that matches one decides a sample's part. More specific parts come first.
+SPY_PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("policy evaluation (policy)", ("taxaddr/policy/",)),
+    ("encrypted accounting record (audit)", ("audit/accounting.py",)),
+    ("audit append (audit)", ("audit/log.py", "audit/leaf.py")),
+    ("store lookup (store)", ("taxaddr/store/",)),
+    ("case verification + usage (cases)", ("taxaddr/cases/",)),
+    ("identity lookup (api)", ("api/identity.py",)),
+    ("receipt (api)", ("api/receipt.py",)),
+    ("commit/begin/session (db)", ("taxaddr/db.py", "sqlalchemy/orm/session.py")),
+    ("disclosure steps, metrics (api)", ("api/disclosure.py",)),
+    ("access log, edge (api)", ("api/middleware.py", "api/logs.py", "logging/")),
+    ("TLS read/write (ssl)", ("ssl.py", "sslproto.py")),
+    ("HTTP parsing, h11 (uvicorn)", ("h11/", "uvicorn/")),
+    ("routing, request, response (starlette/fastapi)", ("starlette/", "fastapi/")),
+    ("thread hand-off (anyio)", ("anyio/", "concurrent/futures", "threading.py")),
+    ("event loop (asyncio)", ("asyncio/",)),
+]
+
+
+def spy_summary(raw: Path) -> str:
+    """Sum py-spy's collapsed stacks (``--format raw``) by :data:`SPY_PARTS`."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        part = "other"
+        for frame in reversed(stack.split(";")):
+            hit = next((label for label, pats in SPY_PARTS if any(p in frame for p in pats)), None)
+            if hit is not None:
+                part = hit
+                break
+        totals[part] = totals.get(part, 0) + n
+    lines = [f"py-spy: {samples} samples of the server process (thread holding the GIL)"]
+    for part, n in sorted(totals.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * n / max(samples, 1):5.1f} %  {part}")
+    return "\n".join(lines)
+
+
+def start_spy(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not installed (pip install py-spy); skipping the server profile")
+        return None
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "250",
+         "--format", "raw", "--output", str(out), "--nonblocking", "--gil"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def profile_disclosures(world: dict[str, Any], n: int) -> str:
     """cProfile of the in-process disclosure path (no HTTP/TLS), top entries."""
     os.environ.update(world["env"])
@@ -307,6 +366,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--policy-dir", type=Path, default=REPO / "policies")
     parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
+    parser.add_argument(
+        "--py-spy", action="store_true", help="sample the server with py-spy during phase 2"
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="taxaddr-bench-api-"))
@@ -355,6 +417,8 @@ def main() -> None:
             procs=args.procs,
             duration=args.duration,
         )
+        spy_out = root / "spy.txt"
+        spy = start_spy(server.pid, args.duration, spy_out) if args.py_spy else None
         disc = run_phase(
             world,
             base=base,
@@ -363,6 +427,8 @@ def main() -> None:
             procs=args.procs,
             duration=args.duration,
         )
+        if spy is not None:
+            spy.wait(timeout=60)
         half = disc["per_second"] / 2
         paced = run_phase(
             world,
@@ -382,6 +448,10 @@ def main() -> None:
             f"at {half:.0f}/s (half): p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms, "
             f"achieved {paced['per_second']:.1f}/s"
         )
+        if spy is not None and spy_out.exists():
+            print(spy_summary(spy_out))
+            if os.environ.get("BENCH_KEEP_SPY"):
+                shutil.copy(spy_out, os.environ["BENCH_KEEP_SPY"])
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
         server = None

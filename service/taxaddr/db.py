@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from taxaddr.errors import DatabaseUnavailable
@@ -70,8 +70,52 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def driver_fetchone(
+    session: Session, template: str, params: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
+    """One row of a plain-SQL hot-path statement, run on the session's connection.
+
+    ``template`` marks parameters as ``{p}`` (the driver's placeholder is filled in).
+    The statement runs in the session's current transaction through the DBAPI cursor:
+    for the few statements every request runs, the SQL expression layer costs several
+    times the database work. Driver errors are re-raised as SQLAlchemy's, exactly as
+    the expression layer would raise them (so the 503 mapping and IntegrityError
+    handling see the same exception types).
+    """
+    connection = session.connection()
+    dialect = connection.dialect
+    sql = template.format(p=_PLACEHOLDER[dialect.paramstyle])
+    dbapi_error = dialect.loaded_dbapi.Error
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        row = cursor.fetchone() if cursor.description is not None else None
+    except dbapi_error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=dialect) from exc
+    finally:
+        cursor.close()
+    return None if row is None else tuple(row)
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+_IMMEDIATE: dict[Engine, Engine] = {}
+
+
+def _immediate(engine: Engine) -> Engine:
+    """The engine's ``BEGIN IMMEDIATE`` variant, built once per engine (it shares the pool)."""
+    bound = _IMMEDIATE.get(engine)
+    if bound is None:
+        bound = engine.execution_options(sqlite_begin="IMMEDIATE")
+        if len(_IMMEDIATE) > 64:  # engines come and go in tests; keep this bounded
+            _IMMEDIATE.clear()
+        _IMMEDIATE[engine] = bound
+    return bound
 
 
 @contextmanager
@@ -82,7 +126,7 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
     writers queue instead of failing at commit. On PostgreSQL callers lock the
     rows they need (``SELECT ... FOR UPDATE``).
     """
-    bind = engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
+    bind = _immediate(engine) if is_sqlite(engine) else engine
     try:
         with Session(bind, expire_on_commit=False) as session, session.begin():
             yield session

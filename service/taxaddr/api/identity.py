@@ -13,22 +13,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.api.models import ROLES, RequesterRow
 from taxaddr.crypto import pki
+from taxaddr.db import driver_fetchone
 from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AGENCY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,63}$")
 
 
-_T = RequesterRow.__table__
-# Built once: the identity lookup runs on every request.
-_BY_FINGERPRINT = select(_T.c.id, _T.c.agency, _T.c.role, _T.c.revoked_at).where(
-    _T.c.fingerprint == bindparam("fp")
-)
+# Plain SQL through the driver (taxaddr.db.driver_fetchone): it runs on every request.
+_BY_FINGERPRINT = "SELECT id, agency, role, revoked_at FROM requesters WHERE fingerprint = {p}"
 
 
 @dataclass(frozen=True)
@@ -61,15 +59,16 @@ def lookup_identity(session: Session, cert_der: bytes | None) -> RequesterRecord
     if not cert_der:
         return None
     fingerprint = pki.fingerprint_der(cert_der)
-    row = session.execute(_BY_FINGERPRINT, {"fp": fingerprint}).first()
+    row = driver_fetchone(session, _BY_FINGERPRINT, (fingerprint,))
     if row is None:
         return None
+    requester_id, agency, role, revoked_at = row
     return RequesterRecord(
-        id=row.id,
-        agency=row.agency,
-        role=row.role,
+        id=requester_id,
+        agency=agency,
+        role=role,
         fingerprint=fingerprint,
-        revoked=row.revoked_at is not None,
+        revoked=revoked_at is not None,
     )
 
 

@@ -20,9 +20,7 @@ already serializes writers. Only when no row qualifies (first sighting, other ca
 facts, or an exhausted quota) does it fall back to :func:`record_case` and try once more.
 
 The hot-path statements are plain SQL run through the session's own DBAPI connection
-(same transaction); built through the SQL expression layer they cost several times
-the database work itself. Driver errors are re-raised as SQLAlchemy's, as the
-expression layer would.
+(same transaction) by :func:`taxaddr.db.driver_fetchone`.
 """
 
 from __future__ import annotations
@@ -33,12 +31,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases.models import CaseReference
 from taxaddr.cases.verify import VerifiedCase
-from taxaddr.db import Base
+from taxaddr.db import Base, driver_fetchone
 from taxaddr.errors import CaseReferenceMalformed
 
 
@@ -91,8 +88,6 @@ def record_case(session: Session, vc: VerifiedCase, now: datetime | None = None)
         )
 
 
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
 _USAGE_SQL = "SELECT disclosures_used FROM case_references WHERE jti = {p}"
 # The case facts are part of the condition: a row first recorded under this jti for
 # other facts never gives up its quota to this token (record_case then refuses it).
@@ -104,27 +99,9 @@ _RESERVE_SQL = (
 )
 
 
-def _fetch_one(session: Session, template: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """One row of a plain-SQL statement on the session's connection (its transaction)."""
-    connection = session.connection()
-    dialect = connection.dialect
-    sql = template.format(p=_PLACEHOLDER[dialect.paramstyle])
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    except dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(
-            sql, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from exc
-    finally:
-        cursor.close()
-    return None if row is None else tuple(row)
-
-
 def usage(session: Session, jti: str) -> int:
     """Disclosures made so far under case reference ``jti`` (0 if never seen)."""
-    row = _fetch_one(session, _USAGE_SQL, (jti,))
+    row = driver_fetchone(session, _USAGE_SQL, (jti,))
     return 0 if row is None else int(row[0])
 
 
@@ -136,11 +113,11 @@ def reserve_disclosure(session: Session, vc: VerifiedCase) -> bool:
     when the jti was first recorded with other case facts.
     """
     params = (vc.jti, vc.iss, vc.number, vc.court, vc.agency, vc.max_disclosures)
-    if _fetch_one(session, _RESERVE_SQL, params) is not None:
+    if driver_fetchone(session, _RESERVE_SQL, params) is not None:
         return True
     # No row qualified: first sighting (insert it), other facts (refused), or exhausted.
     record_case(session, vc)
-    return _fetch_one(session, _RESERVE_SQL, params) is not None
+    return driver_fetchone(session, _RESERVE_SQL, params) is not None
 
 
 def list_cases(session: Session) -> list[CaseUsageRow]:

@@ -41,6 +41,7 @@ from taxaddr.cases import jws
 from taxaddr.cases.issuers import to_utc
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
+from taxaddr.db import driver_fetchone
 from taxaddr.errors import (
     CaseAlgorithmForbidden,
     CaseAudienceMismatch,
@@ -162,19 +163,10 @@ _KEY_AND_REVOCATION_SQL = (
     " LEFT JOIN case_references c ON c.jti = {p}"
     " WHERE k.iss = {p} AND k.kid = {p}"
 )
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 def _key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple[Any, ...] | None:
-    connection = session.connection()
-    sql = _KEY_AND_REVOCATION_SQL.format(p=_PLACEHOLDER[connection.dialect.paramstyle])
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(sql, (jti, jti, iss, kid))
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    return None if row is None else tuple(row)
+    return driver_fetchone(session, _KEY_AND_REVOCATION_SQL, (jti, jti, iss, kid))
 
 
 def _stored_time(value: datetime | str | None) -> datetime | None:
