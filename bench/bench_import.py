@@ -40,8 +40,9 @@ from taxaddr.crypto.keystore import FileKeyStore, init_dev_keys
 from taxaddr.db import make_engine
 from taxaddr.errors import NoUniqueMatch
 from taxaddr.migrate import upgrade
-from taxaddr.store.importer import BatchWriter, Planned, import_file
+from taxaddr.store.importer import BatchWriter, import_file
 from taxaddr.store.lookup import lookup_address
+from taxaddr.store.records import SealInput
 from taxaddr.store.sample import SampleRecord, generate, write_sample
 
 
@@ -51,9 +52,9 @@ class PlainBatchWriter(BatchWriter):
     def index(self, normalized_tin: str) -> bytes:
         return normalized_tin.encode()
 
-    def encode_many(self, planned: list[Planned], version: int) -> list[tuple[bytes, bytes, bytes]]:
+    def encode_many(self, items: list[SealInput], version: int) -> list[tuple[bytes, bytes, bytes]]:
         del version
-        return [(b"", row.name.encode(), row.address.to_bytes()) for _, _, row, _ in planned]
+        return [(b"", name, address) for _, _, _, _, name, address in items]
 
 
 def _rss_mb() -> float:

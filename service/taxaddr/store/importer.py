@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -41,7 +42,13 @@ from taxaddr.store.normalize import (
     normalize_tin,
     normalize_zip,
 )
-from taxaddr.store.records import AddressFields, BatchSealer, BlindIndexer
+from taxaddr.store.records import (
+    AddressFields,
+    BatchSealer,
+    BlindIndexer,
+    SealInput,
+    address_bytes,
+)
 from taxaddr.store.tx import write_connection
 
 COLUMNS: tuple[str, ...] = (
@@ -158,6 +165,8 @@ def _csv_records(source: _LineSource) -> Iterator[RawRecord]:
         raise UsageError(f"line 1: the CSV header misses column(s): {', '.join(missing)}")
     index = [names.index(c) for c in COLUMNS]
     width = len(names)
+    in_order = index == list(range(width))
+    pick = itemgetter(*index)
     last = reader.line_num
     while True:
         start = last + 1
@@ -181,7 +190,7 @@ def _csv_records(source: _LineSource) -> Iterator[RawRecord]:
         if len(row) != width:
             yield start, ImportRowError("row", f"has {len(row)} fields, the header has {width}")
             continue
-        yield start, [row[i] for i in index]
+        yield start, row if in_order else pick(row)
 
 
 def _jsonl_records(source: _LineSource) -> Iterator[RawRecord]:
@@ -392,10 +401,6 @@ def _first(pair: tuple[bytes, ImportRow]) -> bytes:
     return pair[0]
 
 
-# One row to write: (record id, blind index, the row, as_of ISO text).
-Planned = tuple[int, bytes, ImportRow, str]
-
-
 class BatchWriter:
     """Seals and writes one validated batch in one transaction."""
 
@@ -406,17 +411,12 @@ class BatchWriter:
         keystore.current_kek_version()  # fail before reading the file if there is no KEK
         self._statements: _DriverStatements | None = None
 
-    def encode_many(self, planned: list[Planned], version: int) -> list[tuple[bytes, bytes, bytes]]:
-        """(wrapped_key, name_ct, address_ct) per planned row; the benchmark's baseline overrides.
+    def encode_many(self, items: list[SealInput], version: int) -> list[tuple[bytes, bytes, bytes]]:
+        """(wrapped_key, name_ct, address_ct) per item; the benchmark's baseline overrides.
 
         Each record gets its own fresh data key and nonces (:class:`BatchSealer`).
         """
-        return BatchSealer(self.keystore, version).seal(
-            [
-                (rid, bi, row.tax_period, iso, row.name.encode(), row.address.to_bytes())
-                for rid, bi, row, iso in planned
-            ]
-        )
+        return BatchSealer(self.keystore, version).seal(items)
 
     def index(self, normalized_tin: str) -> bytes:
         return self.blind_index(normalized_tin)
@@ -461,9 +461,10 @@ class BatchWriter:
         next_id = int(conn.execute(_MAX_ID).scalar_one()) + 1
         version = self.keystore.current_kek_version()
         now = stmts.time(datetime.now(UTC))
-        planned: list[Planned] = []
-        bound: list[Any] = []
-        is_new: list[bool] = []
+        # One pass decides each row's id and what to seal; a second builds the rows.
+        items: list[SealInput] = []
+        bound: list[tuple[Any, bool]] = []
+        date_of = stmts.date
         for bi, row in indexed:
             found = existing.get((bi, row.tax_period)) if existing else None
             if found is not None and row.as_of <= found[1]:
@@ -473,30 +474,28 @@ class BatchWriter:
                 next_id += 1
             else:
                 rid = int(found[0])
-            as_of, iso = stmts.date(row.as_of)
-            planned.append((rid, bi, row, iso))
-            bound.append(as_of)
-            is_new.append(found is None)
-        sealed = self.encode_many(planned, version)
+            as_of, iso = date_of(row.as_of)
+            address = row.address
+            items.append(
+                (
+                    rid,
+                    bi,
+                    row.tax_period,
+                    iso,
+                    row.name.encode(),
+                    address_bytes(address.street, address.city, address.state, address.zip),
+                )
+            )
+            bound.append((as_of, found is None))
+        sealed = self.encode_many(items, version)
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
-        for (rid, bi, row, _), as_of, new, (wrapped, name_ct, address_ct) in zip(
-            planned, bound, is_new, sealed, strict=True
+        for (rid, bi, period, _, _, _), (as_of, new), (wrapped, name_ct, address_ct) in zip(
+            items, bound, sealed, strict=True
         ):
             if new:
                 inserts.append(
-                    (
-                        rid,
-                        bi,
-                        row.tax_period,
-                        as_of,
-                        version,
-                        wrapped,
-                        name_ct,
-                        address_ct,
-                        now,
-                        now,
-                    )
+                    (rid, bi, period, as_of, version, wrapped, name_ct, address_ct, now, now)
                 )
             else:
                 updates.append((as_of, version, wrapped, name_ct, address_ct, now, rid))
