@@ -110,13 +110,19 @@ class DisclosureService:
     limiter: RateLimiter
     statute_labels: frozenset[str] = field(default_factory=frozenset)
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _policy_engine: PolicyEngine | None = field(default=None, repr=False)
 
     @cached_property
     def signer(self) -> ReceiptSigner:
         return ReceiptSigner(self.keystore.audit_signing_key())
 
     def policy_engine(self) -> PolicyEngine:
-        return get_policy_engine(self.settings)
+        """The settings' engine, looked up once per app (the lookup resolves a path on
+        every call). A failure to build it is not remembered: the next request retries."""
+        engine = self._policy_engine
+        if engine is None:
+            engine = self._policy_engine = get_policy_engine(self.settings)
+        return engine
 
     def policy_version(self) -> str:
         """The loaded policy's version, for leaves of refusals made before the policy ran."""
