@@ -268,7 +268,10 @@ def run_phase(
 
 # (label, substring of a py-spy frame "function (file:line)"); the innermost frame
 # that matches one decides a sample's part. More specific parts come first.
+# With --gil py-spy reports the GIL's last holder, so a thread blocked on the write
+# lock (GIL released, nobody else running) shows up as "DisclosureService.write".
 SPY_PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("queued on the write lock: process idle (api)", ("DisclosureService.write (",)),
     ("policy evaluation (policy)", ("taxaddr/policy/",)),
     ("encrypted accounting record (audit)", ("audit/accounting.py",)),
     ("audit append (audit)", ("audit/log.py", "audit/leaf.py")),
