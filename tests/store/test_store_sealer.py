@@ -32,7 +32,15 @@ from tests.store.store_helpers import SEED_ROWS, write_csv
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-@given(st.text(max_size=12), st.text(max_size=12), st.text(max_size=3), st.text(max_size=10))
+# Mostly ASCII (the direct path), with the characters JSON must escape, plus any text.
+_PART = st.one_of(
+    st.text(alphabet=st.characters(max_codepoint=127), max_size=12),
+    st.text(alphabet='ab "\\\t\x7f/', max_size=6),
+    st.text(max_size=8),
+)
+
+
+@given(_PART, _PART, _PART, _PART)
 def test_address_bytes_equal_the_json_encoding(street: str, city: str, state: str, z: str) -> None:
     assert address_bytes(street, city, state, z) == _ENCODE([street, city, state, z]).encode()
 
