@@ -8,6 +8,9 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from taxaddr.audit.leaf import (
     LEAF_FIELDS,
@@ -113,3 +116,28 @@ def test_nullable_fields_become_json_null() -> None:
 def test_negative_index_refused() -> None:
     with pytest.raises(LeafRefused, match="index"):
         build_leaf(-1, make_leaf(1))
+
+
+_JSON_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
+    ["\u2028", "\u007f", "é", "\U0001f600", "a\"b\\c", "</script>", ""]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        keys=st.sampled_from(sorted(LEAF_FIELDS)) | st.text(max_size=6),
+        values=st.none()
+        | st.integers(min_value=0, max_value=2**53 - 1)
+        | _JSON_TEXT
+        | st.lists(_JSON_TEXT, max_size=4),
+        max_size=14,
+    )
+)
+def test_fast_canonical_encoding_equals_rfc8785(obj: dict[str, object]) -> None:
+    assert canonical(obj) == rfc8785.dumps(obj)
+
+
+def test_real_leaf_takes_the_fast_path_and_equals_rfc8785() -> None:
+    obj = build_leaf(7, make_leaf(7, agency="ICE-HSI é"))
+    assert canonical(obj) == rfc8785.dumps(obj)

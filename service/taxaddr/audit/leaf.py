@@ -10,6 +10,7 @@ value.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ MAX_FIELD_CHARS = 256
 _TIN_LIKE = re.compile(r"(?<!\d)\d{3}[- ]?\d{2}[- ]?\d{4}(?!\d)")
 # A content hash such as the policy version "sha256:<64 hex>" is high-entropy
 # hex, which holds a run of nine digits by chance in about one hash in four.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _DIGEST = re.compile(r"(?:[a-z0-9-]{1,16}:)?[0-9a-f]{32,128}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -154,9 +156,43 @@ def _check_text(name: str, value: object, *, nullable: bool) -> None:
 
 
 def canonical(obj: dict[str, Any]) -> bytes:
-    """RFC 8785 canonical JSON bytes of a leaf (the Merkle tree's entry)."""
+    """RFC 8785 canonical JSON bytes of a validated leaf (the Merkle tree's entry).
+
+    A validated leaf has ASCII keys and only strings without control characters,
+    integers below 2**53, lists of strings and nulls. For exactly those values
+    RFC 8785 (JCS) output is the standard library's sorted, compact, non-ASCII-
+    preserving encoding, at a tenth of the cost of the pure-Python ``rfc8785``
+    serializer on the append path. ``tests/audit/test_leaf.py`` proves the two
+    equal over generated leaves; anything else goes through ``rfc8785``.
+    """
+    if _is_plain_leaf(obj):
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
     data: bytes = rfc8785.dumps(obj)
     return data
+
+
+def _is_plain_leaf(obj: dict[str, Any]) -> bool:
+    for key, value in obj.items():
+        if not key.isascii():
+            return False
+        if isinstance(value, list):
+            if not all(isinstance(v, str) and _plain_text(v) for v in value):
+                return False
+        elif isinstance(value, bool) or not (
+            value is None
+            or (isinstance(value, int) and 0 <= value < 2**53)
+            or (isinstance(value, str) and _plain_text(value))
+        ):
+            return False
+    return True
+
+
+def _plain_text(value: str) -> bool:
+    # No control characters (JCS and json escape them alike, but keep the fast path
+    # narrow) and no lone surrogates (not encodable as UTF-8).
+    return _CONTROL.search(value) is None and not _SURROGATE.search(value)
 
 
 def index_marker(index: int) -> bytes:
