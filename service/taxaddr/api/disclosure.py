@@ -21,6 +21,7 @@ Nothing is disclosed unless the audit leaf committed (fail closed).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -223,6 +224,7 @@ def _disclose(
         raise _record_no_match(svc, who, trace, req, ctx)
 
     # 8. one write transaction: replay guard, quota, audit leaf, accounting
+    disclosed = dataclasses.asdict(address)  # street, city, state, zip, as_of: all that leaves
     disclosure_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     try:
@@ -250,13 +252,7 @@ def _disclose(
                     "tax_periods": list(req.tax_periods),
                     "tin": tin,
                     "name": name,
-                    "address": {
-                        "street": address.street,
-                        "city": address.city,
-                        "state": address.state,
-                        "zip": address.zip,
-                        "as_of": str(address.as_of),
-                    },
+                    "address": disclosed,
                 },
             )
             _remember_request_id(session, who.id, req.request_id, leaf.index, now)
@@ -275,13 +271,7 @@ def _disclose(
     return {
         "disclosure_id": disclosure_id,
         "case_number": vc.number,
-        "address": {
-            "street": address.street,
-            "city": address.city,
-            "state": address.state,
-            "zip": address.zip,
-            "as_of": str(address.as_of),
-        },
+        "address": disclosed,
         "use_restriction": USE_RESTRICTION,
         "audit": {
             "leaf_index": leaf.index,
