@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
-import rfc8785
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -37,7 +36,11 @@ def record_accounting(
 ) -> None:
     """Seal ``detail`` and store it for ``leaf_index`` in the caller's transaction."""
     try:
-        plaintext = rfc8785.dumps(dict(detail))
+        # Sealed, never hashed: any exact JSON will do, and the standard encoder is
+        # ~10x faster than RFC 8785 inside the disclosure's write section.
+        plaintext = json.dumps(
+            dict(detail), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
         data_key = envelope.new_data_key()
         kek_version, wrapped = keystore.wrap(data_key)
         ciphertext = envelope.seal(data_key, plaintext, accounting_aad(leaf_index))
@@ -52,7 +55,7 @@ def record_accounting(
     except AuditUnavailable:
         raise
     except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:
-        # ValueError covers rfc8785.CanonicalizationError; TaxaddrError the key store.
+        # ValueError covers unencodable text; TaxaddrError the key store.
         raise AuditUnavailable("audit accounting record failed") from exc
 
 
