@@ -30,6 +30,8 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 @dataclass(frozen=True)
 class GroupCounts:
+    """Requests by outcome for one group: an agency, a statute or a day (``name``)."""
+
     name: str
     requests: int
     disclosed: int
@@ -37,15 +39,21 @@ class GroupCounts:
     no_match: int
     error: int
 
+    @classmethod
+    def of(cls, name: str, counts: Mapping[str, int]) -> GroupCounts:
+        return cls(
+            name,
+            sum(counts.values()),
+            counts["disclosed"],
+            counts["denied"],
+            counts["no_match"],
+            counts["error"],
+        )
 
-@dataclass(frozen=True)
-class DayCounts:
-    day: str
-    requests: int
-    disclosed: int
-    denied: int
-    no_match: int
-    error: int
+    @property
+    def day(self) -> str:
+        """The day a per-day group stands for (its name)."""
+        return self.name
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class DashboardView:
     period_to: str
     generated_at: str
     totals: dict[str, int]
-    days: list[DayCounts]
+    days: list[GroupCounts]
     agencies: list[GroupCounts]
     statutes: list[GroupCounts]
     reasons: list[tuple[str, int]]
@@ -93,38 +101,28 @@ def default_period(today: date | None = None) -> tuple[date, date]:
     return end - timedelta(days=DEFAULT_DAYS - 1), end
 
 
-def _group(rows: Iterable[Mapping[str, Any]], key: str) -> list[GroupCounts]:
+def _tally(rows: Iterable[Mapping[str, Any]], key: str) -> dict[str, dict[str, int]]:
+    """Counts by outcome per value of ``key`` (an empty value is ``(none)``)."""
     acc: dict[str, dict[str, int]] = {}
     for row in rows:
-        name = row[key] or "(none)"
-        counts = acc.setdefault(name, dict.fromkeys(queries.OUTCOMES, 0))
+        counts = acc.setdefault(row[key] or "(none)", dict.fromkeys(queries.OUTCOMES, 0))
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + row["count"]
-    out = [
-        GroupCounts(name, sum(c.values()), c["disclosed"], c["denied"], c["no_match"], c["error"])
-        for name, c in acc.items()
-    ]
+    return acc
+
+
+def _group(rows: Iterable[Mapping[str, Any]], key: str) -> list[GroupCounts]:
+    out = [GroupCounts.of(name, c) for name, c in _tally(rows, key).items()]
     return sorted(out, key=lambda g: (-g.requests, g.name))
 
 
-def _days(from_day: date, to_day: date, rows: Iterable[Mapping[str, Any]]) -> list[DayCounts]:
-    acc: dict[str, dict[str, int]] = {}
-    for row in rows:
-        counts = acc.setdefault(row["day"], dict.fromkeys(queries.OUTCOMES, 0))
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + row["count"]
+def _days(from_day: date, to_day: date, rows: Iterable[Mapping[str, Any]]) -> list[GroupCounts]:
+    """One group per day of the period, days without requests included."""
+    acc = _tally(rows, "day")
+    none = dict.fromkeys(queries.OUTCOMES, 0)
     out = []
     day = from_day
     while day <= to_day:
-        c = acc.get(day.isoformat(), dict.fromkeys(queries.OUTCOMES, 0))
-        out.append(
-            DayCounts(
-                day.isoformat(),
-                sum(c.values()),
-                c["disclosed"],
-                c["denied"],
-                c["no_match"],
-                c["error"],
-            )
-        )
+        out.append(GroupCounts.of(day.isoformat(), acc.get(day.isoformat(), none)))
         day += timedelta(days=1)
     return out
 
