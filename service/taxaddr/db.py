@@ -40,6 +40,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path and path != ":memory:" and "poolclass" not in kwargs:
+            # Opening a SQLite connection re-reads the schema and re-runs the pragmas:
+            # keep one pooled connection per concurrent user (disclosure threads plus
+            # the default worker threads) instead of closing overflow ones on return.
+            kwargs.setdefault("pool_size", 16)
+            kwargs.setdefault("max_overflow", 16)
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
         )
