@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import loadgen  # noqa: E402
+import loadgen
 
 REPO = Path(__file__).resolve().parents[1]
 STATUTE = "8 U.S.C. 1324"
@@ -293,7 +292,8 @@ def start_spy(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes] |
         return None
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "250",
-         "--format", "raw", "--output", str(out), *os.environ.get("BENCH_SPY_FLAGS", "--nonblocking --gil").split()],
+         "--format", "raw", "--output", str(out),
+         *os.environ.get("BENCH_SPY_FLAGS", "--nonblocking --gil").split()],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

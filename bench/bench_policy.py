@@ -112,8 +112,10 @@ def best(rounds: int, n: int, fn: Callable[[], object]) -> tuple[float, float, f
     wall = [summary(latencies(n, fn, time.perf_counter_ns)) for _ in range(rounds)]
     cpu = [summary(latencies(n, fn, time.thread_time_ns)) for _ in range(rounds)]
     return (
-        min(r[0] for r in wall), min(r[1] for r in wall),
-        min(r[0] for r in cpu), min(r[1] for r in cpu),
+        min(r[0] for r in wall),
+        min(r[1] for r in wall),
+        min(r[0] for r in cpu),
+        min(r[1] for r in cpu),
     )
 
 

@@ -18,7 +18,6 @@ import asyncio
 import os
 import ssl
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
