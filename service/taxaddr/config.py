@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8443, ge=1, le=65535)
     tls: bool = True
+    # Server worker processes sharing the listening socket; 0 = one per CPU core.
+    workers: int = Field(default=0, ge=0, le=64)
     rate_limit: int = Field(default=600, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
@@ -65,6 +68,13 @@ class Settings(BaseSettings):
         if self.policy_engine == "opa" and not self.opa_url:
             raise ValueError("TAXADDR_POLICY_ENGINE=opa needs TAXADDR_OPA_URL")
         return self
+
+
+def worker_count(settings: Settings) -> int:
+    """How many server processes ``taxaddr serve`` runs (an in-memory database: one)."""
+    if ":memory:" in settings.database_url or settings.database_url.rstrip("/") == "sqlite:":
+        return 1
+    return settings.workers or max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=1)

@@ -36,13 +36,20 @@ REQUEST_SECONDS = Histogram(
     "Time to answer a disclosure request, end to end inside the service.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-AUDIT_TREE_SIZE = Gauge("taxaddr_audit_tree_size", "Number of leaves in the audit log.")
+# With several server workers (prometheus_client's multiprocess mode) a gauge shows the
+# value most recently set by any worker; both are set from the shared database.
+AUDIT_TREE_SIZE = Gauge(
+    "taxaddr_audit_tree_size",
+    "Number of leaves in the audit log.",
+    multiprocess_mode="mostrecent",
+)
 AUDIT_APPEND_FAILURES = Counter(
     "taxaddr_audit_append_failures_total", "Audit appends that failed (no disclosure followed)."
 )
 AUDIT_VERIFICATION_OK = Gauge(
     "taxaddr_audit_verification_ok",
     "1 if the last full verification of the audit log against its signed checkpoint passed.",
+    multiprocess_mode="mostrecent",
 )
 
 OTHER = "other"

@@ -17,9 +17,10 @@ from taxaddr.api.deps import CurrentRequester, client_cert_der, get_service, get
 from taxaddr.api.disclosure import DisclosureService, disclose, statute_allow_list
 from taxaddr.api.middleware import EdgeMiddleware
 from taxaddr.api.models import RequesterRow
-from taxaddr.api.ratelimit import RateLimiter
+from taxaddr.api.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.api.schemas import DisclosureAnswer, DisclosureRequest, ErrorEnvelope, inline_schema
+from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings, get_settings
 from taxaddr.errors import (
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         engine=engine_for(settings),
         keystore=keystore_for(settings),
-        limiter=RateLimiter(settings.rate_limit),
+        limiter=rate_limiter(settings),
         statute_labels=statute_allow_list(settings.policy_dir),
     )
     app = FastAPI(
@@ -72,6 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _include_oversight(app)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def rate_limiter(settings: Settings) -> Limiter:
+    """Per-process token buckets, or the buckets all workers of this server share."""
+    state = state_dir()
+    if state is None:
+        return RateLimiter(settings.rate_limit)
+    return SharedRateLimiter(settings.rate_limit, state / RATE_LIMIT_FILE)
 
 
 def _include_oversight(app: FastAPI) -> None:
@@ -120,14 +129,18 @@ def _core_router() -> APIRouter:
     async def post_disclosure(request: Request) -> Response:
         """Request one taxpayer's address for a verified criminal case (role requester)."""
         body = await request.body()
-        answer = await anyio.to_thread.run_sync(
-            disclose,
-            get_service(request),
-            client_cert_der(request),
-            body,
-            get_trace(request),
-            limiter=_disclosure_limiter(request),
-        )
+        svc = get_service(request)
+        if svc.runs_inline:
+            answer = disclose(svc, client_cert_der(request), body, get_trace(request))
+        else:
+            answer = await anyio.to_thread.run_sync(
+                disclose,
+                svc,
+                client_cert_der(request),
+                body,
+                get_trace(request),
+                limiter=_disclosure_limiter(request),
+            )
         return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
 
     return router

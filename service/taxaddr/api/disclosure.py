@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +44,7 @@ from sqlalchemy.orm import Session
 from taxaddr import metrics
 from taxaddr.api.identity import RequesterRecord, lookup_identity
 from taxaddr.api.models import UsedRequestId
-from taxaddr.api.ratelimit import RateLimiter
+from taxaddr.api.ratelimit import Limiter
 from taxaddr.api.receipt import ReceiptSigner
 from taxaddr.api.schemas import DisclosureRequest, valid_request_id
 from taxaddr.audit.accounting import record_accounting
@@ -56,7 +55,7 @@ from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
-from taxaddr.db import write_transaction
+from taxaddr.db import WriterQueue, write_transaction
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
@@ -108,10 +107,25 @@ class DisclosureService:
     settings: Settings
     engine: Engine
     keystore: FileKeyStore
-    limiter: RateLimiter
+    limiter: Limiter
     statute_labels: frozenset[str] = field(default_factory=frozenset)
-    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _policy_engine: PolicyEngine | None = field(default=None, repr=False)
+
+    @cached_property
+    def runs_inline(self) -> bool:
+        """Decide disclosures on the event loop's thread instead of a worker thread.
+
+        True when every step is local CPU work (SQLite and the embedded policy engine):
+        handing such a request to a thread and back costs about twice the work itself
+        (both threads contend for the GIL at every SQLite call), and each server process
+        gets its parallelism from the other workers instead. With PostgreSQL or an OPA
+        server, a step waits on the network, and a worker thread does it.
+        """
+        return self.engine.dialect.name == "sqlite" and self.settings.policy_engine == "embedded"
+
+    @cached_property
+    def writers(self) -> WriterQueue:
+        return WriterQueue(self.engine)
 
     @cached_property
     def signer(self) -> ReceiptSigner:
@@ -135,14 +149,9 @@ class DisclosureService:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        """One write transaction. On SQLite, writers of this process queue on a lock
-        first, so they never sleep in SQLite's busy handler (other processes, e.g. the
-        CLI, still wait on the database lock itself)."""
-        if self.engine.dialect.name != "sqlite":
-            with write_transaction(self.engine) as session:
-                yield session
-            return
-        with self._write_lock, write_transaction(self.engine) as session:
+        """One write transaction. On SQLite, writers of every server process queue
+        first (:class:`WriterQueue`), so they never sleep in SQLite's busy handler."""
+        with self.writers.turn(), write_transaction(self.engine) as session:
             yield session
 
     @contextmanager

@@ -26,7 +26,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from taxaddr.api.app import create_app
 from taxaddr.api.logs import configure_logging
 from taxaddr.api.runtime import keystore_for
-from taxaddr.config import Settings
+from taxaddr.api.workers import Supervisor
+from taxaddr.config import Settings, worker_count
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.errors import KeyMaterialError
 
@@ -151,12 +152,20 @@ class ServerThread:
 
 
 def serve(settings: Settings) -> None:
-    """Run the API until interrupted (``taxaddr serve``)."""
+    """Run the API until interrupted (``taxaddr serve``): one process, or a supervisor
+    and ``TAXADDR_WORKERS`` worker processes (:mod:`taxaddr.api.workers`)."""
     configure_logging(settings.log_level)
     if not settings.tls:
         # The API has no plaintext mode: identities come from client certificates.
         logging.getLogger("taxaddr.api").warning("TAXADDR_TLS=false ignored: the API is mTLS only")
     keystore = keystore_for(settings)
+    workers = worker_count(settings)
+    if workers > 1:
+        build_ssl_context(keystore)  # refuse unusable key material before any worker starts
+        status = Supervisor(settings.host, settings.port, workers).run()
+        if status:
+            raise SystemExit(status)
+        return
     app = create_app(settings)
     config = make_config(settings, app, keystore)
     uvicorn.Server(config).run()

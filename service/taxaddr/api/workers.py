@@ -1,0 +1,155 @@
+"""``taxaddr serve`` with several worker processes (default: one per CPU core).
+
+One Python process runs Python code on one core at a time, so the API runs as a
+small supervisor and ``TAXADDR_WORKERS`` worker processes. The supervisor binds
+the listening socket once and starts each worker as a fresh interpreter
+(``python -m taxaddr.api.worker``) that inherits the socket; the kernel hands each
+new TLS connection to one of them. What must hold across workers is shared
+through the database or a per-run state directory, never through process memory:
+
+* quota, replay guard and audit log: the database (one write transaction each;
+  on SQLite, writers of all workers queue on :class:`taxaddr.db.WriterQueue`);
+* the per-requester rate limit: :class:`taxaddr.api.ratelimit.SharedRateLimiter`,
+  a file-backed table in the state directory;
+* metrics: prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` in
+  the state directory), merged into one view on every ``/metrics`` scrape.
+
+Stopping (SIGINT or SIGTERM) is passed on to the workers as SIGTERM (uvicorn's
+graceful shutdown); the state directory is removed when they have exited. A worker
+that exits on its own stops the others and the supervisor exits non-zero: the
+service fails closed and a process manager restarts it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from taxaddr.api.logs import log_event
+from taxaddr.errors import ConfigError
+
+WORKER_FD_ENV = "TAXADDR_WORKER_FD"
+STATE_DIR_ENV = "TAXADDR_WORKER_STATE_DIR"
+RATE_LIMIT_FILE = "ratelimit.bin"
+STOP_GRACE_SECONDS = 30.0
+
+
+def state_dir() -> Path | None:
+    """The per-run state directory when this process is one of several workers."""
+    value = os.environ.get(STATE_DIR_ENV)
+    return Path(value) if value else None
+
+
+def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen once, before any worker starts; inheritable by the workers."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+class Supervisor:
+    """Starts the workers, passes stop signals on, and fails closed if one dies."""
+
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        self.host, self.port, self.workers = host, port, workers
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.stopping = False
+
+    def command(self) -> Sequence[str]:
+        return [sys.executable, "-m", "taxaddr.api.worker"]
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit status (0 after a requested stop)."""
+        sock = listen_socket(self.host, self.port)
+        state = Path(tempfile.mkdtemp(prefix="taxaddr-serve-"))
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            metrics_dir = state / "metrics"
+            metrics_dir.mkdir()
+            env = {
+                **os.environ,
+                WORKER_FD_ENV: str(sock.fileno()),
+                STATE_DIR_ENV: str(state),
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            }
+            for _ in range(self.workers):
+                self.procs.append(
+                    # our own interpreter and module, no shell
+                    subprocess.Popen(self.command(), env=env, pass_fds=(sock.fileno(),))  # noqa: S603
+                )
+            log_event(
+                logging.INFO,
+                event="serve",
+                workers=self.workers,
+                address=f"{self.host}:{self.port}",
+                pids=[p.pid for p in self.procs],
+            )
+            return self._watch()
+        finally:
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            sock.close()
+            shutil.rmtree(state, ignore_errors=True)
+
+    def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: int) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(sig)
+                except ProcessLookupError:
+                    continue
+
+    def _watch(self) -> int:
+        while True:
+            exited = [p for p in self.procs if p.poll() is not None]
+            if self.stopping:
+                return 0
+            if exited:
+                log_event(
+                    logging.ERROR,
+                    event="worker_exited",
+                    pid=exited[0].pid,
+                    returncode=exited[0].returncode,
+                )
+                return 1
+            time.sleep(0.1)
+
+    def _stop_all(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
