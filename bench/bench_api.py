@@ -339,6 +339,9 @@ def main() -> None:
     parser.add_argument("--identities", type=int, default=64)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--paced-rate", type=float, default=0.0, help="phase 3 rate (default: half of phase 2)"
+    )
     parser.add_argument("--policy-dir", type=Path, default=REPO / "policies")
     parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
     parser.add_argument(
@@ -405,7 +408,7 @@ def main() -> None:
         )
         if spy is not None:
             spy.wait(timeout=60)
-        half = disc["per_second"] / 2
+        half = args.paced_rate or disc["per_second"] / 2
         paced = run_phase(
             world,
             port=port,

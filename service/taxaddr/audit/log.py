@@ -122,9 +122,7 @@ def bulk_append(session: Session, leaves: Sequence[LeafInput]) -> list[AppendedL
             return []
         cursor.executemany(driver.insert_leaf, leaf_rows)
         cursor.executemany(driver.insert_node, node_rows)
-        cursor.execute(
-            driver.update_head, (compact.size, b"".join(compact.hashes()), HEAD_ID)
-        )
+        cursor.execute(driver.update_head, (compact.size, b"".join(compact.hashes()), HEAD_ID))
     except AuditUnavailable:
         metrics.AUDIT_APPEND_FAILURES.inc()
         raise

@@ -77,9 +77,7 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 def check_issuer_id(iss: str) -> str:
     if not isinstance(iss, str) or not ISSUER_ID_RE.fullmatch(iss):
-        raise UsageError(
-            "issuer id must be 1-255 characters: letters, digits and . _ : / -"
-        )
+        raise UsageError("issuer id must be 1-255 characters: letters, digits and . _ : / -")
     return iss
 
 

@@ -82,9 +82,7 @@ def strict_json_object(data: bytes) -> dict[str, Any]:
     """UTF-8 JSON that is an object, with no duplicate member names and no NaN/Infinity."""
     try:
         text = data.decode("utf-8")
-        value = json.loads(
-            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
-        )
+        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except JoseFormatError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

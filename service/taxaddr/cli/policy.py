@@ -11,8 +11,9 @@ import typer
 from taxaddr.config import get_settings
 from taxaddr.policy.service import build_bundle, evaluate_file
 
-policy_app = typer.Typer(help="Evaluate the disclosure policy; build OPA bundles.",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Evaluate the disclosure policy; build OPA bundles.", no_args_is_help=True
+)
 
 
 @policy_app.command("eval")

@@ -71,8 +71,9 @@ def write_bundle(sources: PolicySources, out: Path) -> BundleInfo:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(packed.getvalue())
     except OSError as exc:
-        raise UsageError(f"cannot write bundle to {out} ({exc.strerror or type(exc).__name__})") \
-            from None
+        raise UsageError(
+            f"cannot write bundle to {out} ({exc.strerror or type(exc).__name__})"
+        ) from None
     return BundleInfo(path=out, revision=sources.version, roots=roots, files=tuple(sorted(files)))
 
 

@@ -21,6 +21,7 @@ RULE = "decision"
 DECISION_REF = f"data.{PACKAGE}.{RULE}"
 DECISION_PATH = f"{PACKAGE.replace('.', '/')}/{RULE}"
 
+
 @dataclass(frozen=True)
 class Decision:
     """The policy's answer. ``allow`` is true only when ``reasons`` is empty."""
@@ -64,8 +65,9 @@ def parse_result(raw: object, policy_version: str) -> Decision:
     if not allow and not reasons:
         # A deny without a code cannot be answered or audited: treat as malformed.
         raise PolicyUnavailable("policy result denies without a reason")
-    return Decision(allow=allow, reasons=tuple(order_reasons(list(reasons))),
-                    policy_version=policy_version)
+    return Decision(
+        allow=allow, reasons=tuple(order_reasons(list(reasons))), policy_version=policy_version
+    )
 
 
 def observed(engine: str, evaluate: Callable[[], Decision]) -> Decision:

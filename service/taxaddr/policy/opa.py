@@ -57,7 +57,10 @@ class OpaPolicyEngine:
         client = getattr(self._local, "client", None)
         if client is None:
             client = OpaClient(
-                host=self._host, port=self._port, ssl=self._ssl, retries=0,
+                host=self._host,
+                port=self._port,
+                ssl=self._ssl,
+                retries=0,
                 timeout=self.timeout_s,
             )
             self._local.client = client
@@ -85,9 +88,7 @@ class OpaPolicyEngine:
         except (ValueError, TypeError):
             raise PolicyUnavailable("OPA answer is not JSON") from None
         if time.monotonic() > deadline:
-            raise PolicyUnavailable(
-                f"OPA did not answer within {self.timeout_s * 1000:.0f} ms"
-            )
+            raise PolicyUnavailable(f"OPA did not answer within {self.timeout_s * 1000:.0f} ms")
         if not isinstance(body, dict):
             raise PolicyUnavailable("OPA answer is not a JSON object")
         if "result" not in body:
