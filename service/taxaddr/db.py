@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,15 @@ def driver_fetchone(
     finally:
         cursor.close()
     return None if row is None else tuple(row)
+
+
+def driver_datetime(session: Session, value: datetime) -> datetime | str:
+    """An aware datetime as the driver should receive it for a ``DateTime(timezone=True)``
+    column: SQLite stores SQLAlchemy's text form (UTC wall clock, no offset), as the
+    expression layer would write it; other drivers take the datetime itself."""
+    if session.get_bind().dialect.name != "sqlite":
+        return value
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

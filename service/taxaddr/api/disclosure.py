@@ -31,19 +31,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from taxaddr import metrics
 from taxaddr.api.identity import RequesterRecord, lookup_identity
-from taxaddr.api.models import UsedRequestId
 from taxaddr.api.ratelimit import Limiter
 from taxaddr.api.receipt import ReceiptSigner
 from taxaddr.api.schemas import DisclosureRequest, valid_request_id
@@ -55,7 +52,7 @@ from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
-from taxaddr.db import WriterQueue, write_transaction
+from taxaddr.db import WriterQueue, driver_datetime, driver_fetchone, write_transaction
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
@@ -531,31 +528,26 @@ def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
         raise _Refusal(CaseQuotaExhausted())
 
 
-# Built once. The replay guard is one statement: the insert either adds the
-# (requester, request_id) row or, when it exists (or a concurrent twin committed it
-# first), adds nothing; then the whole transaction, leaf included, rolls back.
-_USED = cast(Table, UsedRequestId.__table__)
-_REMEMBER = {
-    "sqlite": sqlite_insert(_USED).on_conflict_do_nothing().returning(_USED.c.leaf_index),
-    "postgresql": pg_insert(_USED).on_conflict_do_nothing().returning(_USED.c.leaf_index),
-}
+# The replay guard is one plain-SQL statement (hot path, see db.driver_fetchone): the
+# insert either adds the (requester, request_id) row or, when it exists (or a
+# concurrent twin committed it first), adds nothing; then the whole transaction,
+# leaf included, rolls back. ON CONFLICT ... RETURNING: SQLite >= 3.35, PostgreSQL.
+_REMEMBER_SQL = (
+    "INSERT INTO request_ids (requester_id, request_id, leaf_index, used_at) "
+    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING RETURNING leaf_index"
+)
 
 
 def _remember_request_id(
     session: Session, requester_id: str, request_id: str, leaf_index: int, now: datetime
 ) -> None:
     """Record the request_id in the replay guard; raise a 409 refusal if it was used."""
-    statement = _REMEMBER[session.get_bind().dialect.name]
-    result = session.execute(
-        statement,
-        {
-            "requester_id": requester_id,
-            "request_id": request_id,
-            "leaf_index": leaf_index,
-            "used_at": now,
-        },
+    row = driver_fetchone(
+        session,
+        _REMEMBER_SQL,
+        (requester_id, request_id, leaf_index, driver_datetime(session, now)),
     )
-    if result.first() is None:  # nothing inserted: the id was used before
+    if row is None:  # nothing inserted: the id was used before
         raise _Refusal(RequestReplayed())
 
 
