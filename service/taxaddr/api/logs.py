@@ -32,6 +32,11 @@ SAFE_FIELDS = (
     "error_type",
     "host",
     "port",
+    "workers",
+    "address",
+    "pids",
+    "returncode",
+    "state_dir",
 )
 
 
@@ -42,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which server worker process wrote the line
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):

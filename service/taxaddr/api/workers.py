@@ -108,6 +108,7 @@ class Supervisor:
                 workers=self.workers,
                 address=f"{self.host}:{self.port}",
                 pids=[p.pid for p in self.procs],
+                state_dir=str(state),
             )
             return self._watch()
         finally:
@@ -138,7 +139,7 @@ class Supervisor:
                 log_event(
                     logging.ERROR,
                     event="worker_exited",
-                    pid=exited[0].pid,
+                    pids=[exited[0].pid],
                     returncode=exited[0].returncode,
                 )
                 return 1

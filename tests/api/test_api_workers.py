@@ -1,0 +1,227 @@
+"""`taxaddr serve` with two worker processes: one socket, shared limits, one view of metrics.
+
+Each test starts the real supervisor (``TAXADDR_WORKERS=2``) as its own process and
+talks to it over fresh mTLS connections, so the kernel spreads them over both
+workers; the JSON logs name the worker (``pid``) that answered each request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from taxaddr.api.runtime import engine_for
+from taxaddr.db import WriterQueue
+from tests.api.apikit import SEEDED_SECRETS, Identity, World, body, tree_size
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    base: str
+    stderr: bytes = b""
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def client(self, ident: Identity) -> httpx.Client:
+        """A new client: its first request opens a new TLS connection."""
+        return httpx.Client(base_url=self.base, verify=ident.ssl_context(), timeout=30)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        _, err = self.proc.communicate(timeout=60)
+        self.stderr = err
+        self.lines = [json.loads(x) for x in err.decode().splitlines() if x.startswith("{")]
+        return int(self.proc.returncode)
+
+    def requests(self, route: str) -> list[dict[str, Any]]:
+        return [e for e in self.lines if e.get("event") == "request" and e.get("route") == route]
+
+
+@contextmanager
+def serve(world: World, **env: str) -> Iterator[Served]:
+    port = _free_port()
+    full_env = {
+        **os.environ,
+        "TAXADDR_ENV": "test",
+        "TAXADDR_KEYS_DIR": str(world.keys_dir),
+        "TAXADDR_DATABASE_URL": world.settings.database_url,
+        "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
+        "TAXADDR_WORKERS": "2",
+        **env,
+    }
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    exe = Path(sys.executable).parent / "taxaddr"
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    served = Served(proc, f"https://127.0.0.1:{port}")
+    try:
+        ident = next(iter(world.identities.values()))
+        for _ in range(150):
+            try:
+                with served.client(ident) as c:
+                    if c.get("/healthz").status_code == 200:
+                        break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield served
+    finally:
+        if proc.poll() is None:
+            served.stop()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_share_the_rate_limit_and_the_metrics(world: World, agent: Identity) -> None:
+    monitor = world.identity("monitor-1", role="monitor", agency="TIGTA")
+    case = world.case()
+    before = tree_size(world)
+    with serve(world, TAXADDR_RATE_LIMIT="5") as srv:
+
+        def one(_: int) -> int:
+            with srv.client(agent) as client:  # a new connection per request
+                return client.post("/v1/disclosures", json=body(case)).status_code
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = Counter(pool.map(one, range(30)))
+        scrapes = []
+        for _ in range(6):  # several connections: whichever worker answers sees all
+            with srv.client(monitor) as client:
+                scrapes.append(client.get("/metrics").text)
+        assert srv.stop() == 0
+    assert statuses == Counter({200: 5, 429: 25})  # one bucket for both workers
+    assert tree_size(world) == before + 5  # 429 appends no leaf
+    pids = {e["pid"] for e in srv.requests("/v1/disclosures")}
+    assert len(pids) == 2, "both workers answered disclosure requests"
+    for text in scrapes:
+        counted = "taxaddr_disclosure_requests_total"
+        assert _metric(text, counted, outcome="disclosed") == 5
+        assert _metric(text, counted, reason="rate_limited") == 25
+        assert _metric(text, "taxaddr_disclosures_total", agency="ICE-HSI") == 5
+    assert len({e["pid"] for e in srv.requests("/metrics")}) == 2
+    serve_event = next(e for e in srv.lines if e.get("event") == "serve")
+    assert serve_event["workers"] == 2
+    assert not Path(serve_event["state_dir"]).exists()  # removed on stop
+    text = srv.stderr.decode().upper()
+    assert [s for s in SEEDED_SECRETS if s.upper() in text] == []
+
+
+def test_fifty_parallel_requests_over_two_workers_respect_the_quota(
+    world: World, agent: Identity
+) -> None:
+    case = world.case(max_disclosures=5)
+    before = tree_size(world)
+    with serve(world, TAXADDR_RATE_LIMIT="0") as srv:
+
+        def one(_: int) -> tuple[int, str]:
+            with srv.client(agent) as client:
+                r = client.post("/v1/disclosures", json=body(case))
+            code = "" if r.status_code == 200 else r.json()["error"]["code"]
+            return r.status_code, code
+
+        with ThreadPoolExecutor(10) as pool:
+            results = Counter(pool.map(one, range(50)))
+        assert srv.stop() == 0
+    assert results == Counter({(200, ""): 5, (403, "case_quota_exhausted"): 45})
+    assert tree_size(world) == before + 50  # every answer audited, none twice
+    assert len({e["pid"] for e in srv.requests("/v1/disclosures")}) == 2
+
+
+def test_a_worker_that_dies_stops_the_service(world: World, agent: Identity) -> None:
+    with serve(world) as srv:
+        children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
+        pids = [int(p) for p in children.read_text().split()]
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)
+        srv.proc.wait(timeout=60)
+        assert srv.stop() == 1  # fails closed: no half-capacity service
+    exited = next(e for e in srv.lines if e.get("event") == "worker_exited")
+    assert exited["pids"] == [pids[0]]
+    assert exited["returncode"] == -signal.SIGKILL
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[1], 0)  # the other worker was stopped too
+
+
+def test_busy_port_is_one_clear_error(world: World) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "TAXADDR_ENV": "test",
+            "TAXADDR_KEYS_DIR": str(world.keys_dir),
+            "TAXADDR_DATABASE_URL": world.settings.database_url,
+            "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
+            "TAXADDR_WORKERS": "2",
+        }
+        exe = Path(sys.executable).parent / "taxaddr"
+        done = subprocess.run(
+            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    err = done.stderr.decode().strip().splitlines()
+    assert len(err) == 1, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err[0]
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_writer_queue_excludes_writers_of_other_processes(world: World) -> None:
+    queue = WriterQueue(engine_for(world.settings))
+    lock_path = world.settings.database_url.split("///", 1)[1] + "-writer.lock"
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n"
+        "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    sys.exit(3)\n"
+    )
+
+    def other_process_gets_in() -> bool:
+        done = subprocess.run([sys.executable, "-c", probe, lock_path], check=False)
+        return done.returncode == 0
+
+    with queue.turn():
+        assert not other_process_gets_in()
+    assert other_process_gets_in()
+    queue.close()
+    # the lock file holds nothing but the lock
+    assert Path(lock_path).stat().st_size == 0
