@@ -223,10 +223,12 @@ def run_phase(
         return healthz if mode == "healthz" else encoded.pop()
 
     cpu0 = loadgen.tree_cpu_seconds(server_pid)
+    per0 = loadgen.children_cpu_seconds(server_pid)
     sys0 = loadgen.process_cpu_seconds(server_pid, system_only=True)
     own0 = time.process_time()
     result = loadgen.run(conns, make_request, mode=mode, duration=duration, rate=rate)
     cpu = loadgen.tree_cpu_seconds(server_pid) - cpu0
+    per = loadgen.children_cpu_seconds(server_pid)
     kernel = loadgen.process_cpu_seconds(server_pid, system_only=True) - sys0
     own = time.process_time() - own0
     summary = result.summary()
@@ -234,6 +236,9 @@ def run_phase(
     summary["server_cpu_ms_per_request"] = 1000 * cpu / n
     summary["server_kernel_ms_per_request"] = 1000 * kernel / n
     summary["server_cores_busy"] = cpu / duration
+    summary["worker_cores_busy"] = [
+        round((per[p] - per0.get(p, 0.0)) / duration, 2) for p in sorted(per)
+    ]
     summary["loadgen_cpu_ms_per_request"] = 1000 * own / n
     return summary
 

@@ -157,3 +157,19 @@ def tree_cpu_seconds(pid: int) -> float:
         except OSError:
             continue
     return total
+
+
+def children_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each live child of ``pid`` (the workers of a pre-forking server)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except OSError:
+        return {}
+    out = {}
+    for child in children:
+        try:
+            out[child] = process_cpu_seconds(child)
+        except OSError:
+            continue
+    return out

@@ -2,10 +2,13 @@
 
 One Python process runs Python code on one core at a time, so the API runs as a
 small supervisor and ``TAXADDR_WORKERS`` worker processes. The supervisor binds
-the listening socket once and starts each worker as a fresh interpreter
-(``python -m taxaddr.api.worker``) that inherits the socket; the kernel hands each
-new TLS connection to one of them. What must hold across workers is shared
-through the database or a per-run state directory, never through process memory:
+one listening socket per worker on the same address (``SO_REUSEPORT``) and starts
+each worker as a fresh interpreter (``python -m taxaddr.api.worker``) that inherits
+its socket; the kernel spreads new TLS connections evenly over the sockets by
+their addresses. (With one shared socket, the worker that wakes first accepts a
+whole burst of connections, and keep-alive clients then stay on it.) What must
+hold across workers is shared through the database or a per-run state directory,
+never through process memory:
 
 * quota, replay guard and audit log: the database (one write transaction each;
   on SQLite, writers of all workers queue on :class:`taxaddr.db.WriterQueue`);
@@ -50,8 +53,10 @@ def state_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """Bind and listen once, before any worker starts; inheritable by the workers."""
+def listen_socket(
+    host: str, port: int, backlog: int = 2048, *, reuse_port: bool = False
+) -> socket.socket:
+    """Bind and listen before any worker starts; inheritable by the workers."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -59,6 +64,8 @@ def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             sock.listen(backlog)
         except OSError:
@@ -83,7 +90,15 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until stopped; returns the exit status (0 after a requested stop)."""
-        sock = listen_socket(self.host, self.port)
+        # Bind every socket before starting a worker: a busy port fails the whole start.
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(self.workers):
+                socks.append(listen_socket(self.host, self.port, reuse_port=True))
+        except ConfigError:
+            for sock in socks:
+                sock.close()
+            raise
         state = Path(tempfile.mkdtemp(prefix="taxaddr-serve-"))
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -93,14 +108,16 @@ class Supervisor:
             metrics_dir.mkdir()
             env = {
                 **os.environ,
-                WORKER_FD_ENV: str(sock.fileno()),
                 STATE_DIR_ENV: str(state),
                 "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             }
-            for _ in range(self.workers):
+            for sock in socks:
+                fd = sock.fileno()
                 self.procs.append(
                     # our own interpreter and module, no shell
-                    subprocess.Popen(self.command(), env=env, pass_fds=(sock.fileno(),))  # noqa: S603
+                    subprocess.Popen(  # noqa: S603
+                        self.command(), env={**env, WORKER_FD_ENV: str(fd)}, pass_fds=(fd,)
+                    )
                 )
             log_event(
                 logging.INFO,
@@ -115,7 +132,8 @@ class Supervisor:
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            sock.close()
+            for sock in socks:
+                sock.close()
             shutil.rmtree(state, ignore_errors=True)
 
     def _on_signal(self, _signum: int, _frame: FrameType | None) -> None:
