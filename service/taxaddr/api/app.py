@@ -23,6 +23,7 @@ from taxaddr.api.schemas import DisclosureAnswer, DisclosureRequest, ErrorEnvelo
 from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings, get_settings
+from taxaddr.db import background_checkpoints
 from taxaddr.errors import (
     AuditUnavailable,
     DatabaseUnavailable,
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.svc = svc
+    background_checkpoints(svc.engine)  # SQLite: WAL checkpoints off the request path
     handlers.install(app)
     app.include_router(_core_router())
     app.include_router(audit_routes.router)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore, open_keystore
-from taxaddr.db import make_engine
+from taxaddr.db import make_engine, stop_background_checkpoints
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -42,6 +42,7 @@ def keystore_for(settings: Settings) -> FileKeyStore:
 
 def dispose_engines() -> None:
     """Close every pooled connection (tests and server shutdown)."""
+    stop_background_checkpoints()
     with _lock:
         for engine in _engines.values():
             engine.dispose()

@@ -19,6 +19,7 @@ class stays usable (``make_config(..., http=ClientCertH11Protocol, loop="asyncio
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 import threading
@@ -112,6 +113,19 @@ class ClientCertHttpToolsProtocol(_ClientCertMixin, HttpToolsProtocol):
     """uvicorn's httptools (C parser) protocol with the peer certificate in the scope."""
 
 
+def freeze_startup_heap() -> None:
+    """Keep the start-up objects out of every later garbage collection.
+
+    The application, its libraries and their caches are ~160,000 long-lived
+    objects; each full (generation 2) collection walks all of them, which measured
+    40-80 ms, and on a worker that decides requests on its event loop that is a
+    pause for every request in flight. ``gc.freeze()`` moves them to a permanent
+    generation, so collections only walk what requests allocate.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def make_config(
     settings: Settings, app: ASGIApp, keystore: FileKeyStore, **overrides: Any
 ) -> uvicorn.Config:
@@ -185,4 +199,6 @@ def serve(settings: Settings) -> None:
         return
     app = create_app(settings)
     config = make_config(settings, app, keystore)
+    config.load()
+    freeze_startup_heap()
     uvicorn.Server(config).run()

@@ -16,7 +16,7 @@ import uvicorn
 from taxaddr.api.app import create_app
 from taxaddr.api.logs import configure_logging
 from taxaddr.api.runtime import keystore_for
-from taxaddr.api.server import make_config
+from taxaddr.api.server import freeze_startup_heap, make_config
 from taxaddr.api.workers import WORKER_FD_ENV
 from taxaddr.config import get_settings
 from taxaddr.errors import TaxaddrError
@@ -36,6 +36,8 @@ def main() -> int:
     except (KeyError, ValueError, OSError):
         print(f"taxaddr serve worker: usage_error: no socket in {WORKER_FD_ENV}", file=sys.stderr)
         return 2
+    config.load()
+    freeze_startup_heap()
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
