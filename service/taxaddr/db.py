@@ -260,6 +260,10 @@ class WalCheckpointer:
         self.runs += 1
         return True
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
