@@ -260,10 +260,10 @@ SPY_PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("disclosure steps, metrics (api)", ("api/disclosure.py",)),
     ("access log, edge (api)", ("api/middleware.py", "api/logs.py", "logging/")),
     ("TLS read/write (ssl)", ("ssl.py", "sslproto.py")),
-    ("HTTP parsing, h11 (uvicorn)", ("h11/", "uvicorn/")),
+    ("HTTP parsing, httptools/h11 (uvicorn)", ("h11/", "uvicorn/", "httptools")),
     ("routing, request, response (starlette/fastapi)", ("starlette/", "fastapi/")),
     ("thread hand-off (anyio)", ("anyio/", "concurrent/futures", "threading.py")),
-    ("event loop (asyncio)", ("asyncio/",)),
+    ("event loop (asyncio/uvloop)", ("asyncio/", "uvloop")),
 ]
 
 
@@ -284,7 +284,7 @@ def spy_summary(raw: Path) -> str:
                 part = hit
                 break
         totals[part] = totals.get(part, 0) + n
-    lines = [f"py-spy: {samples} samples of the server process (thread holding the GIL)"]
+    lines = [f"py-spy: {samples} samples of the server's workers (thread holding the GIL)"]
     for part, n in sorted(totals.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {100 * n / max(samples, 1):5.1f} %  {part}")
     return "\n".join(lines)
@@ -298,7 +298,7 @@ def start_spy(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes] |
     return subprocess.Popen(
         [spy, "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "250",
          "--format", "raw", "--output", str(out),
-         *os.environ.get("BENCH_SPY_FLAGS", "--nonblocking --gil").split()],
+         *os.environ.get("BENCH_SPY_FLAGS", "--nonblocking --gil --subprocesses").split()],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -222,9 +222,9 @@ class WalCheckpointer:
     """Checkpoints an engine's SQLite WAL from a background thread, off the request path.
 
     By default the writer whose commit grows the WAL past 1,000 pages copies them
-    into the database file and syncs it, inside its turn: measured here, one commit
-    in about 1,200 then takes ~200 ms (the sync), 40 % of all commit time, while
-    every writer queued behind it waits too. Here a daemon thread runs a PASSIVE
+    into the database file and syncs both files inside its turn, while every writer
+    queued behind it waits (and, on a worker deciding on its event loop, every
+    request of that worker). Here a daemon thread runs a PASSIVE
     checkpoint (it never waits for readers or writers) every ``interval`` seconds
     on its own connection, with the GIL released, and the engine's connections
     checkpoint on commit only past :data:`BACKGROUND_AUTOCHECKPOINT_PAGES`, should
