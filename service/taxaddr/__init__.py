@@ -1,3 +1,3 @@
 """taxaddr: per-record, policy-checked, audited disclosure of taxpayer addresses."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
