@@ -9,7 +9,10 @@ server with our TLS context on 127.0.0.1 (random port) in a background thread.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import ssl
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,6 +210,27 @@ def run_server(world: World, settings: Settings | None = None) -> Iterator[Runni
         yield RunningServer(f"https://127.0.0.1:{thread.port}", thread, world)
     finally:
         thread.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_command(world: World, port: int, **env: str) -> tuple[list[str], dict[str, str]]:
+    """``taxaddr serve`` on 127.0.0.1:``port`` for ``world``, as a separate process."""
+    full_env = {
+        **os.environ,
+        "TAXADDR_ENV": "test",
+        "TAXADDR_KEYS_DIR": str(world.keys_dir),
+        "TAXADDR_DATABASE_URL": world.settings.database_url,
+        "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
+        **env,
+    }
+    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    exe = Path(sys.executable).parent / "taxaddr"
+    return [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)], full_env
 
 
 def cleanup() -> None:

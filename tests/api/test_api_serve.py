@@ -3,41 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-from tests.api.apikit import JANE, SEEDED_SECRETS, Identity, World, body
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.api.apikit import (
+    JANE,
+    SEEDED_SECRETS,
+    Identity,
+    World,
+    body,
+    free_port,
+    serve_command,
+)
 
 
 def test_serve_process_answers_and_logs_json(world: World, agent: Identity) -> None:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "TAXADDR_ENV": "test",
-        "TAXADDR_KEYS_DIR": str(world.keys_dir),
-        "TAXADDR_DATABASE_URL": world.settings.database_url,
-        "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
-    }
-    exe = Path(sys.executable).parent / "taxaddr"
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    port = free_port()
+    command, env = serve_command(world, port)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"https://127.0.0.1:{port}"
         with httpx.Client(base_url=base, verify=agent.ssl_context(), timeout=10) as client:

@@ -27,13 +27,15 @@ import pytest
 
 from taxaddr.api.runtime import engine_for
 from taxaddr.db import WriterQueue
-from tests.api.apikit import SEEDED_SECRETS, Identity, World, body, tree_size
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.api.apikit import (
+    SEEDED_SECRETS,
+    Identity,
+    World,
+    body,
+    free_port,
+    serve_command,
+    tree_size,
+)
 
 
 @dataclass
@@ -61,24 +63,11 @@ class Served:
 
 @contextmanager
 def serve(world: World, **env: str) -> Iterator[Served]:
-    port = _free_port()
-    full_env = {
-        **os.environ,
-        "TAXADDR_ENV": "test",
-        "TAXADDR_KEYS_DIR": str(world.keys_dir),
-        "TAXADDR_DATABASE_URL": world.settings.database_url,
-        "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
-        "TAXADDR_WORKERS": "2",
-        **env,
-    }
-    full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    exe = Path(sys.executable).parent / "taxaddr"
+    command, full_env = serve_command(world, free_port(), TAXADDR_WORKERS="2", **env)
     proc = subprocess.Popen(
-        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        command, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    port = command[-1]
     served = Served(proc, f"https://127.0.0.1:{port}")
     try:
         ident = next(iter(world.identities.values()))
@@ -180,22 +169,8 @@ def test_busy_port_is_one_clear_error(world: World) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {
-            **os.environ,
-            "TAXADDR_ENV": "test",
-            "TAXADDR_KEYS_DIR": str(world.keys_dir),
-            "TAXADDR_DATABASE_URL": world.settings.database_url,
-            "TAXADDR_POLICY_DIR": str(world.settings.policy_dir),
-            "TAXADDR_WORKERS": "2",
-        }
-        exe = Path(sys.executable).parent / "taxaddr"
-        done = subprocess.run(
-            [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        command, env = serve_command(world, port, TAXADDR_WORKERS="2")
+        done = subprocess.run(command, env=env, capture_output=True, timeout=60, check=False)
     assert done.returncode != 0
     err = done.stderr.decode().strip().splitlines()
     assert len(err) == 1, err
