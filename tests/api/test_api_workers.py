@@ -32,6 +32,7 @@ from tests.api.apikit import (
     Identity,
     World,
     body,
+    build_world,
     free_port,
     serve_command,
     tree_size,
@@ -128,9 +129,8 @@ def test_two_workers_share_the_rate_limit_and_the_metrics(world: World, agent: I
     assert [s for s in SEEDED_SECRETS if s.upper() in text] == []
 
 
-def test_fifty_parallel_requests_over_two_workers_respect_the_quota(
-    world: World, agent: Identity
-) -> None:
+def _fifty_against_five_over_two_workers(world: World) -> None:
+    agent = world.identities.get("agent-1") or world.identity("agent-1")
     case = world.case(max_disclosures=5)
     before = tree_size(world)
     with serve(world, TAXADDR_RATE_LIMIT="0") as srv:
@@ -147,6 +147,35 @@ def test_fifty_parallel_requests_over_two_workers_respect_the_quota(
     assert results == Counter({(200, ""): 5, (403, "case_quota_exhausted"): 45})
     assert tree_size(world) == before + 50  # every answer audited, none twice
     assert len({e["pid"] for e in srv.requests("/v1/disclosures")}) == 2
+
+
+def test_fifty_parallel_requests_over_two_workers_respect_the_quota_sqlite(
+    world: World, agent: Identity
+) -> None:
+    _fifty_against_five_over_two_workers(world)
+
+
+@pytest.mark.postgres
+def test_fifty_parallel_requests_over_two_workers_respect_the_quota_postgres(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # PostgreSQL: every worker decides in its threads and row locks order the writers.
+    _fifty_against_five_over_two_workers(build_world(tmp_path / "pg-world", database_url=pg_url))
+
+
+def test_worker_without_a_socket_is_one_clear_error() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TAXADDR_WORKER_FD"}
+    done = subprocess.run(
+        [sys.executable, "-m", "taxaddr.api.worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip().splitlines() == [
+        "taxaddr serve worker: usage_error: no socket in TAXADDR_WORKER_FD"
+    ]
 
 
 def test_a_worker_that_dies_stops_the_service(world: World, agent: Identity) -> None:
