@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -150,6 +150,31 @@ def _immediate(engine: Engine) -> Engine:
             _IMMEDIATE.clear()
         _IMMEDIATE[engine] = bound
     return bound
+
+
+def pinned_session(engine: Engine, *, immediate: bool = False) -> Session:
+    """A session on a connection of its own, kept out of the pool between transactions.
+
+    For a hot path that runs many short transactions from one thread: taking a
+    pooled connection and building a session per transaction cost ~150 us per
+    write and ~30 us per read (measured), more than SQLite's work. ``immediate``:
+    its transactions start with ``BEGIN IMMEDIATE`` on SQLite. Close the session's
+    connection (:func:`unpin_session`) when done; a failure raises
+    :class:`DatabaseUnavailable`.
+    """
+    bind = _immediate(engine) if immediate and is_sqlite(engine) else engine
+    try:
+        return Session(bind=bind.connect(), expire_on_commit=False)
+    except OperationalError as exc:
+        raise DatabaseUnavailable("database unavailable") from exc
+
+
+def unpin_session(session: Session) -> None:
+    """Release a :func:`pinned_session`'s connection (ends any open transaction)."""
+    connection = session.get_bind()
+    session.close()
+    if isinstance(connection, Connection):
+        connection.close()
 
 
 @contextmanager

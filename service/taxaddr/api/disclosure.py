@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr import metrics
@@ -52,7 +53,14 @@ from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
-from taxaddr.db import WriterQueue, driver_datetime, driver_fetchone, write_transaction
+from taxaddr.db import (
+    WriterQueue,
+    driver_datetime,
+    driver_fetchone,
+    pinned_session,
+    unpin_session,
+    write_transaction,
+)
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
@@ -107,6 +115,7 @@ class DisclosureService:
     limiter: Limiter
     statute_labels: frozenset[str] = field(default_factory=frozenset)
     _policy_engine: PolicyEngine | None = field(default=None, repr=False)
+    _pinned: dict[tuple[int, bool], Session] = field(default_factory=dict, repr=False)
 
     @cached_property
     def runs_inline(self) -> bool:
@@ -158,6 +167,75 @@ class DisclosureService:
                 yield session
         except OperationalError as exc:
             raise DatabaseUnavailable("database unavailable") from exc
+
+    # The decision path's transactions. When decisions run on the event loop, that one
+    # thread keeps its own read and write sessions (db.pinned_session) instead of
+    # taking a pooled connection and building a session for each transaction.
+
+    @contextmanager
+    def decision_read(self) -> Iterator[Session]:
+        """The read transaction of one decision (ended with a rollback)."""
+        if not self.runs_inline:
+            with self.read_session() as session:
+                yield session
+            return
+        session = self._pinned_session(immediate=False)
+        try:
+            yield session
+            session.rollback()
+        except OperationalError as exc:
+            self._unpin(session)
+            raise DatabaseUnavailable("database unavailable") from exc
+        except BaseException:
+            self._end_or_unpin(session)
+            raise
+        finally:
+            session.expunge_all()
+
+    @contextmanager
+    def decision_write(self) -> Iterator[Session]:
+        """The write transaction of one decision, in its writer's turn (committed)."""
+        if not self.runs_inline:
+            with self.write() as session:
+                yield session
+            return
+        with self.writers.turn():
+            session = self._pinned_session(immediate=True)
+            try:
+                with session.begin():
+                    yield session
+            except OperationalError as exc:
+                self._unpin(session)
+                raise DatabaseUnavailable("database unavailable") from exc
+            finally:
+                session.expunge_all()
+
+    def _pinned_session(self, *, immediate: bool) -> Session:
+        key = (threading.get_ident(), immediate)
+        session = self._pinned.get(key)
+        if session is None:
+            session = self._pinned[key] = pinned_session(self.engine, immediate=immediate)
+        return session
+
+    def _unpin(self, session: Session) -> None:
+        for key, pinned in list(self._pinned.items()):
+            if pinned is session:
+                del self._pinned[key]
+        try:
+            unpin_session(session)
+        except SQLAlchemyError:
+            return  # the connection is already unusable; nothing more to release
+
+    def _end_or_unpin(self, session: Session) -> None:
+        try:
+            session.rollback()
+        except SQLAlchemyError:
+            self._unpin(session)
+
+    def close(self) -> None:
+        """Release the decision path's own connections (server shutdown, tests)."""
+        for session in list(self._pinned.values()):
+            self._unpin(session)
 
 
 class _Denied(Exception):
@@ -217,7 +295,7 @@ def _disclose(
     # One read session (one pooled connection) for every step up to the match. It is
     # closed before any write, so a thread never holds two pooled connections.
     try:
-        with svc.read_session() as session:
+        with svc.decision_read() as session:
             allowed = _decide(svc, session, cert_der, body, trace)
     except _Denied as denied:
         raise _record_denial(
@@ -234,7 +312,7 @@ def _disclose(
     disclosure_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     try:
-        with svc.write() as session:
+        with svc.decision_write() as session:
             _reserve_quota(session, vc)
             leaf = append_leaf(
                 session,
@@ -478,7 +556,7 @@ def _leaf(
 
 
 def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> AppendedLeaf:
-    with svc.write() as session:
+    with svc.decision_write() as session:
         return append_leaf(session, leaf)
 
 
@@ -510,7 +588,7 @@ def _record_no_match(
 ) -> TaxaddrError:
     now = datetime.now(UTC)
     try:
-        with svc.write() as session:
+        with svc.decision_write() as session:
             leaf = append_leaf(
                 session,
                 _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),

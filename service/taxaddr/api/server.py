@@ -126,6 +126,14 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
+def release_service(app: Any) -> None:
+    """After the server stopped: release what the app's disclosure service holds."""
+    svc = getattr(getattr(app, "state", None), "svc", None)
+    close = getattr(svc, "close", None)
+    if callable(close):
+        close()
+
+
 def make_config(
     settings: Settings, app: ASGIApp, keystore: FileKeyStore, **overrides: Any
 ) -> uvicorn.Config:
@@ -180,6 +188,7 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        release_service(self.server.config.app)
 
 
 def serve(settings: Settings) -> None:
@@ -202,3 +211,4 @@ def serve(settings: Settings) -> None:
     config.load()
     freeze_startup_heap()
     uvicorn.Server(config).run()
+    release_service(app)

@@ -16,7 +16,7 @@ import uvicorn
 from taxaddr.api.app import create_app
 from taxaddr.api.logs import configure_logging
 from taxaddr.api.runtime import keystore_for
-from taxaddr.api.server import freeze_startup_heap, make_config
+from taxaddr.api.server import freeze_startup_heap, make_config, release_service
 from taxaddr.api.workers import WORKER_FD_ENV
 from taxaddr.config import get_settings
 from taxaddr.errors import TaxaddrError
@@ -29,7 +29,8 @@ def main() -> int:
         settings = get_settings()
         configure_logging(settings.log_level)
         keystore = keystore_for(settings)
-        config = make_config(settings, create_app(settings), keystore)
+        app = create_app(settings)
+        config = make_config(settings, app, keystore)
     except TaxaddrError as exc:
         print(f"taxaddr serve worker: {exc.code}: {exc}", file=sys.stderr)
         return 2
@@ -39,6 +40,7 @@ def main() -> int:
     config.load()
     freeze_startup_heap()
     uvicorn.Server(config).run(sockets=[sock])
+    release_service(app)
     return 0
 
 
