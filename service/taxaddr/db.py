@@ -39,6 +39,12 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """The database file's path when ``engine`` is SQLite on a file (not in memory)."""
+    database = engine.url.database if is_sqlite(engine) else None
+    return database if database and database != ":memory:" else None
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout."""
     if url.startswith("sqlite"):
@@ -88,11 +94,20 @@ def _sqlite_begin(conn: Any) -> None:
     # whole statement execution with its events and result), twice per request.
     mode = conn.get_execution_options().get("sqlite_begin", "")
     sql = f"BEGIN {mode}".strip()
-    dbapi_error = conn.dialect.loaded_dbapi.Error
-    try:
+    with _sqlalchemy_errors(conn.dialect, sql, ()):
         conn.connection.driver_connection.execute(sql)
+
+
+@contextmanager
+def _sqlalchemy_errors(dialect: Any, sql: str, params: tuple[Any, ...]) -> Iterator[None]:
+    """Re-raise driver errors of a statement run on the DBAPI directly as SQLAlchemy's,
+    exactly as the expression layer would (the 503 mapping and IntegrityError handling
+    see the same exception types)."""
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        yield
     except dbapi_error as exc:
-        raise DBAPIError.instance(sql, (), exc, dbapi_error, dialect=conn.dialect) from exc
+        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=dialect) from exc
 
 
 _PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -106,20 +121,16 @@ def driver_fetchone(
     ``template`` marks parameters as ``{p}`` (the driver's placeholder is filled in).
     The statement runs in the session's current transaction through the DBAPI cursor:
     for the few statements every request runs, the SQL expression layer costs several
-    times the database work. Driver errors are re-raised as SQLAlchemy's, exactly as
-    the expression layer would raise them (so the 503 mapping and IntegrityError
-    handling see the same exception types).
+    times the database work. Driver errors are re-raised as SQLAlchemy's.
     """
     connection = session.connection()
     dialect = connection.dialect
     sql = template.format(p=_PLACEHOLDER[dialect.paramstyle])
-    dbapi_error = dialect.loaded_dbapi.Error
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql, params)
-        row = cursor.fetchone() if cursor.description is not None else None
-    except dbapi_error as exc:
-        raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=dialect) from exc
+        with _sqlalchemy_errors(dialect, sql, params):
+            cursor.execute(sql, params)
+            row = cursor.fetchone() if cursor.description is not None else None
     finally:
         cursor.close()
     return None if row is None else tuple(row)
@@ -207,8 +218,8 @@ class WriterQueue:
     """
 
     def __init__(self, engine: Engine) -> None:
-        database = engine.url.database if is_sqlite(engine) else None
-        self._path = f"{database}-writer.lock" if database and database != ":memory:" else None
+        database = sqlite_file(engine)
+        self._path = f"{database}-writer.lock" if database else None
         self._lock = threading.Lock()
         self._fd: int | None = None
 
@@ -306,7 +317,7 @@ _CHECKPOINTERS_LOCK = threading.Lock()
 
 def background_checkpoints(engine: Engine) -> WalCheckpointer | None:
     """Start (once per engine) background WAL checkpoints for a SQLite database file."""
-    if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
+    if sqlite_file(engine) is None:
         return None
     with _CHECKPOINTERS_LOCK:
         checkpointer = _CHECKPOINTERS.get(engine)

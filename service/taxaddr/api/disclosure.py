@@ -179,18 +179,16 @@ class DisclosureService:
             with self.read_session() as session:
                 yield session
             return
-        session = self._pinned_session(immediate=False)
+        key = (threading.get_ident(), False)
+        session = self._pinned_session(key)
         try:
             yield session
-            session.rollback()
         except OperationalError as exc:
-            self._unpin(session)
+            self._unpin(key)
             raise DatabaseUnavailable("database unavailable") from exc
-        except BaseException:
-            self._end_or_unpin(session)
-            raise
         finally:
-            session.expunge_all()
+            if key in self._pinned:
+                self._end_read(key)
 
     @contextmanager
     def decision_write(self) -> Iterator[Session]:
@@ -199,43 +197,50 @@ class DisclosureService:
             with self.write() as session:
                 yield session
             return
+        key = (threading.get_ident(), True)
         with self.writers.turn():
-            session = self._pinned_session(immediate=True)
+            session = self._pinned_session(key)
             try:
                 with session.begin():
                     yield session
             except OperationalError as exc:
-                self._unpin(session)
+                self._unpin(key)
                 raise DatabaseUnavailable("database unavailable") from exc
             finally:
                 session.expunge_all()
 
-    def _pinned_session(self, *, immediate: bool) -> Session:
-        key = (threading.get_ident(), immediate)
+    def _pinned_session(self, key: tuple[int, bool]) -> Session:
+        """This thread's own read (``key[1]`` false) or write session, made on first use."""
         session = self._pinned.get(key)
         if session is None:
-            session = self._pinned[key] = pinned_session(self.engine, immediate=immediate)
+            session = self._pinned[key] = pinned_session(self.engine, immediate=key[1])
         return session
 
-    def _unpin(self, session: Session) -> None:
-        for key, pinned in list(self._pinned.items()):
-            if pinned is session:
-                del self._pinned[key]
+    def _end_read(self, key: tuple[int, bool]) -> None:
+        session = self._pinned[key]
+        try:
+            session.rollback()
+        except SQLAlchemyError:
+            self._unpin(key)  # the connection is unusable: the next read opens a new one
+        else:
+            session.expunge_all()
+
+    def _unpin(self, key: tuple[int, bool]) -> None:
+        session = self._pinned.pop(key, None)
+        if session is None:
+            return
         try:
             unpin_session(session)
         except SQLAlchemyError:
             return  # the connection is already unusable; nothing more to release
 
-    def _end_or_unpin(self, session: Session) -> None:
-        try:
-            session.rollback()
-        except SQLAlchemyError:
-            self._unpin(session)
-
     def close(self) -> None:
-        """Release the decision path's own connections (server shutdown, tests)."""
-        for session in list(self._pinned.values()):
-            self._unpin(session)
+        """Release the decision path's own connections and the writer queue's lock file
+        (server shutdown, tests)."""
+        for key in list(self._pinned):
+            self._unpin(key)
+        if "writers" in self.__dict__:  # made on first use (cached_property)
+            self.writers.close()
 
 
 class _Denied(Exception):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -206,9 +207,17 @@ def serve(settings: Settings) -> None:
         if status:
             raise SystemExit(status)
         return
+    run_app(settings, keystore)
+
+
+def run_app(
+    settings: Settings, keystore: FileKeyStore, sockets: list[socket.socket] | None = None
+) -> None:
+    """Build the app and serve it until stopped, on ``sockets`` (a worker's inherited
+    socket) or on the settings' address; then release what its service holds."""
     app = create_app(settings)
     config = make_config(settings, app, keystore)
     config.load()
     freeze_startup_heap()
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=sockets)
     release_service(app)

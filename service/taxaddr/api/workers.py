@@ -53,10 +53,9 @@ def state_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def listen_socket(
-    host: str, port: int, backlog: int = 2048, *, reuse_port: bool = False
-) -> socket.socket:
-    """Bind and listen before any worker starts; inheritable by the workers."""
+def listen_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """Bind and listen before any worker starts; one per worker on the same address
+    (``SO_REUSEPORT``), inheritable by the workers."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -64,8 +63,7 @@ def listen_socket(
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind(address)
             sock.listen(backlog)
         except OSError:
@@ -94,7 +92,7 @@ class Supervisor:
         socks: list[socket.socket] = []
         try:
             for _ in range(self.workers):
-                socks.append(listen_socket(self.host, self.port, reuse_port=True))
+                socks.append(listen_socket(self.host, self.port))
         except ConfigError:
             for sock in socks:
                 sock.close()
@@ -149,19 +147,18 @@ class Supervisor:
                     continue
 
     def _watch(self) -> int:
-        while True:
-            exited = [p for p in self.procs if p.poll() is not None]
-            if self.stopping:
-                return 0
-            if exited:
-                log_event(
-                    logging.ERROR,
-                    event="worker_exited",
-                    pids=[exited[0].pid],
-                    returncode=exited[0].returncode,
-                )
-                return 1
+        while not self.stopping:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    log_event(
+                        logging.ERROR,
+                        event="worker_exited",
+                        pids=[proc.pid],
+                        returncode=proc.returncode,
+                    )
+                    return 1
             time.sleep(0.1)
+        return 0
 
     def _stop_all(self) -> None:
         self._signal_all(signal.SIGTERM)
