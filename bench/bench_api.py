@@ -17,6 +17,9 @@ Then, with ``--profile``, a cProfile summary of the disclosure path in-process, 
 with ``--py-spy`` a py-spy sample of the SERVER process during phase 2, summed by
 where the time goes (TLS, HTTP, the disclosure steps, ...).
 
+Diagnostics: ``BENCH_SERVER_CMD`` replaces the server command (e.g. a wrapper that
+profiles it), ``BENCH_SPY_FLAGS`` py-spy's flags, ``BENCH_KEEP_SPY`` keeps its output.
+
 The default rate limit (600/min per requester identity) stays on; the load is
 spread over many identities (one per connection) as it would be over many agents.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import json
 import os
@@ -392,37 +396,22 @@ def main() -> None:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-        conns = min(args.connections, args.identities)
-        health = run_phase(
+        phase = functools.partial(
+            run_phase,
             world,
             port=port,
             server_pid=server.pid,
-            mode="healthz",
-            connections=conns,
+            connections=min(args.connections, args.identities),
             duration=args.duration,
         )
+        health = phase(mode="healthz")
         spy_out = root / "spy.txt"
         spy = start_spy(server.pid, args.duration, spy_out) if args.py_spy else None
-        disc = run_phase(
-            world,
-            port=port,
-            server_pid=server.pid,
-            mode="disclose",
-            connections=conns,
-            duration=args.duration,
-        )
+        disc = phase(mode="disclose")
         if spy is not None:
             spy.wait(timeout=60)
         half = args.paced_rate or disc["per_second"] / 2
-        paced = run_phase(
-            world,
-            port=port,
-            server_pid=server.pid,
-            mode="disclose",
-            connections=conns,
-            duration=args.duration,
-            rate=half,
-        )
+        paced = phase(mode="disclose", rate=half)
         ratio = disc["per_second"] / health["per_second"] if health["per_second"] else 0.0
         print(json.dumps({"healthz": health, "disclosures": disc, "paced_half": paced}, indent=2))
         print(
