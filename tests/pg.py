@@ -31,7 +31,8 @@ def _bin(name: str) -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -110,7 +111,7 @@ def start_cluster() -> PgCluster:
         check=True,
         capture_output=True,
     )
-    port = _free_port()
+    port = free_port()
     opts = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
         "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"

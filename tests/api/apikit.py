@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import ssl
 import sys
 import uuid
@@ -210,12 +209,6 @@ def run_server(world: World, settings: Settings | None = None) -> Iterator[Runni
         yield RunningServer(f"https://127.0.0.1:{thread.port}", thread, world)
     finally:
         thread.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def serve_command(world: World, port: int, **env: str) -> tuple[list[str], dict[str, str]]:

@@ -15,9 +15,9 @@ from tests.api.apikit import (
     Identity,
     World,
     body,
-    free_port,
     serve_command,
 )
+from tests.pg import free_port
 
 
 def test_serve_process_answers_and_logs_json(world: World, agent: Identity) -> None:

@@ -33,10 +33,10 @@ from tests.api.apikit import (
     World,
     body,
     build_world,
-    free_port,
     serve_command,
     tree_size,
 )
+from tests.pg import free_port
 
 
 @dataclass

@@ -119,7 +119,7 @@ def test_negative_index_refused() -> None:
 
 
 _JSON_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
-    ["\u2028", "\u007f", "é", "\U0001f600", "a\"b\\c", "</script>", ""]
+    ["\u2028", "\u007f", "é", "\U0001f600", 'a"b\\c', "</script>", ""]
 )
 
 

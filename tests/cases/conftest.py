@@ -55,4 +55,3 @@ def session(sqlite_engine: Engine, issuer_key: Ed25519PrivateKey) -> Iterator[Se
 @pytest.fixture
 def tokens(issuer_key: Ed25519PrivateKey) -> TokenMaker:
     return TokenMaker(issuer_key)
-

@@ -479,9 +479,7 @@ def test_claims_case_member_mistyped(
     assert refusal(tokens.case(**{member: value}), session, settings) == "case_reference_malformed"
 
 
-def test_claims_exp_not_after_nbf(
-    tokens: TokenMaker, session: Session, settings: Settings
-) -> None:
+def test_claims_exp_not_after_nbf(tokens: TokenMaker, session: Session, settings: Settings) -> None:
     token = tokens.make(nbf=NOW_TS, exp=NOW_TS)
     assert refusal(token, session, settings) == "case_reference_malformed"
 

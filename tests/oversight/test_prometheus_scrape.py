@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.oversight.oversight_e2e import RunningServer, Script, World, sample
+from tests.oversight.oversight_e2e import Identity, RunningServer, Script, World, sample
+from tests.pg import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 DISCLOSED = 'taxaddr_disclosures_total{agency="ICE-HSI",statute="8 U.S.C. 1253(a)(1)"}'
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _query(port: int, promql: str) -> list[dict]:
@@ -54,24 +49,28 @@ def _wait_for(port: int, promql: str, want: float, proc: subprocess.Popen, log: 
     raise AssertionError(f"{promql} never became {want}: {result}\n{log.read_text()[-2000:]}")
 
 
-@pytest.fixture
-def prometheus(
-    tmp_path: Path, server: RunningServer, world: World
+@contextmanager
+def _run_prometheus(
+    tmp_path: Path, server: RunningServer, scraper: Identity, *, rules: bool
 ) -> Iterator[tuple[int, subprocess.Popen, Path]]:
-    monitor = world.identities["prometheus"]
+    """Prometheus with deploy/'s scrape config (1 s intervals) scraping ``server`` with
+    ``scraper``'s certificate; with deploy/'s alert rules when ``rules``."""
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
     config["global"]["scrape_interval"] = "1s"
     config["global"]["evaluation_interval"] = "1s"
+    if rules:
+        shutil.copy(REPO / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    else:
+        config.pop("rule_files")
     (job,) = config["scrape_configs"]
     job["scrape_interval"] = "1s"
     job["scrape_timeout"] = "1s"
     job["static_configs"][0]["targets"] = [server.base_url.removeprefix("https://")]
     job["tls_config"].update(
-        ca_file=str(monitor.ca), cert_file=str(monitor.cert), key_file=str(monitor.key)
+        ca_file=str(scraper.ca), cert_file=str(scraper.cert), key_file=str(scraper.key)
     )
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    shutil.copy(REPO / "deploy" / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -93,6 +92,14 @@ def prometheus(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def prometheus(
+    tmp_path: Path, server: RunningServer, world: World
+) -> Iterator[tuple[int, subprocess.Popen, Path]]:
+    with _run_prometheus(tmp_path, server, world.identities["prometheus"], rules=True) as run:
+        yield run
 
 
 def test_prometheus_scrapes_disclosure_counts_over_mtls(
@@ -130,34 +137,8 @@ def test_scrape_without_the_monitor_certificate_fails(
 ) -> None:
     """Guards the test above: the requester's certificate is refused (403), up stays 0."""
     agent = world.identities["agent-1"]
-    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    config.pop("rule_files")
-    (job,) = config["scrape_configs"]
-    job["scrape_interval"] = "1s"
-    job["scrape_timeout"] = "1s"
-    job["static_configs"][0]["targets"] = [server.base_url.removeprefix("https://")]
-    job["tls_config"].update(
-        ca_file=str(agent.ca), cert_file=str(agent.cert), key_file=str(agent.key)
-    )
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with _run_prometheus(tmp_path, server, agent, rules=False) as (port, proc, log):
         _wait_for(port, 'up{job="taxaddr"}', 0.0, proc, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=5) as answer:
             targets = json.load(answer)["data"]["activeTargets"]
         assert "403" in targets[0]["lastError"]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -64,7 +64,7 @@ def test_a_failing_rego_test_is_reported_as_not_true(test_engine: Any) -> None:
     test_engine.add_policy(
         "broken_test.rego",
         "package taxaddr.broken_test\nimport rego.v1\nimport data.taxaddr.disclosure\n"
-        'test_wrong if { d := disclosure.decision with input as {}; d.allow == true }\n',
+        "test_wrong if { d := disclosure.decision with input as {}; d.allow == true }\n",
     )
     assert test_engine.eval_rule("data.taxaddr.broken_test.test_wrong") is not True
 

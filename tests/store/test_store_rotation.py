@@ -120,9 +120,16 @@ def test_rotation_rewraps_accounting_records_before_retiring_the_old_kek(
     from taxaddr.db import write_transaction
 
     leaf_input = LeafInput(
-        request_id="9b2f3c1e-0000-4000-8000-000000000001", requester_id="agent-1",
-        agency="ICE-HSI", role="requester", case_jti=None, case_number_hash=None,
-        statute=None, outcome="denied", reason_codes=("role_forbidden",), subject_ref=None,
+        request_id="9b2f3c1e-0000-4000-8000-000000000001",
+        requester_id="agent-1",
+        agency="ICE-HSI",
+        role="requester",
+        case_jti=None,
+        case_number_hash=None,
+        statute=None,
+        outcome="denied",
+        reason_codes=("role_forbidden",),
+        subject_ref=None,
         policy_version="test",
     )
     with write_transaction(engine) as session:
