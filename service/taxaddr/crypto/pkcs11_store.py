@@ -59,6 +59,14 @@ KEK_LABEL_PREFIX = "taxaddr-kek-v"
 RETIRED_SUFFIX = "-retired"
 _LABEL_RE = re.compile(r"^taxaddr-kek-v(\d+)(-retired)?$")
 _WRAP_OVERHEAD = 8  # RFC 3394 adds one 64-bit block
+# A data key passing through the token (to be wrapped, or just unwrapped): a session
+# object, never stored, that the token hands back in the clear.
+_TRANSIENT_DATA_KEY = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: False,
+    Attribute.EXTRACTABLE: True,
+}
 
 # The HSM says the wrapped bytes are wrong (SoftHSM2 answers a failed RFC 3394
 # integrity check with CKR_GENERAL_ERROR, other tokens with CKR_WRAPPED_KEY_INVALID).
@@ -253,10 +261,7 @@ class Pkcs11KeyStore(FileKeyStore):
                         Attribute.CLASS: ObjectClass.SECRET_KEY,
                         Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
                         Attribute.VALUE: data_key,
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: True,
-                        Attribute.SENSITIVE: False,
-                        Attribute.EXTRACTABLE: True,
+                        **_TRANSIENT_DATA_KEY,
                     }
                 )
             except _SESSION_ERRORS:
@@ -287,12 +292,7 @@ class Pkcs11KeyStore(FileKeyStore):
                     mechanism=Mechanism.AES_KEY_WRAP,
                     store=False,
                     capabilities=MechanismFlag(0),
-                    template={
-                        Attribute.TOKEN: False,
-                        Attribute.PRIVATE: True,
-                        Attribute.SENSITIVE: False,
-                        Attribute.EXTRACTABLE: True,
-                    },
+                    template=dict(_TRANSIENT_DATA_KEY),
                 )
             except _SESSION_ERRORS:
                 raise
