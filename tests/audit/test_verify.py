@@ -80,9 +80,21 @@ def _leaf_json(engine: Engine, index: int) -> bytes:
         return bytes(row.leaf_json)
 
 
+def _edit_leaf(engine: Engine, index: int, *, rehash: bool) -> None:
+    """Change leaf ``index``'s outcome in its JSON; with ``rehash`` its stored hash too."""
+    edited = _leaf_json(engine, index).replace(b'"outcome":"', b'"outcome":"x')
+    _sql(
+        engine,
+        "UPDATE audit_leaves SET leaf_json = :j, leaf_hash = COALESCE(:h, leaf_hash) "
+        "WHERE leaf_index = :i",
+        j=edited,
+        h=merkle.leaf_hash(edited) if rehash else None,
+        i=index,
+    )
+
+
 def test_edited_leaf_json_is_named(log: Engine, keystore: FileKeyStore, settings: Settings) -> None:
-    edited = _leaf_json(log, 7).replace(b'"outcome":"', b'"outcome":"x')
-    _sql(log, "UPDATE audit_leaves SET leaf_json = :j WHERE leaf_index = 7", j=edited)
+    _edit_leaf(log, 7, rehash=False)
     report = _verify(log, keystore, settings)
     assert not report.ok
     assert report.first_bad_leaf == 7
@@ -92,13 +104,7 @@ def test_edited_leaf_json_is_named(log: Engine, keystore: FileKeyStore, settings
 def test_edited_leaf_with_recomputed_hash_fails_the_signed_root(
     log: Engine, keystore: FileKeyStore, settings: Settings
 ) -> None:
-    edited = _leaf_json(log, 7).replace(b'"outcome":"', b'"outcome":"x')
-    _sql(
-        log,
-        "UPDATE audit_leaves SET leaf_json = :j, leaf_hash = :h WHERE leaf_index = 7",
-        j=edited,
-        h=merkle.leaf_hash(edited),
-    )
+    _edit_leaf(log, 7, rehash=True)
     report = _verify(log, keystore, settings)
     assert not report.ok
     # the checkpoint at size 5 still matches, so the bad leaf is in 5..11
@@ -232,8 +238,7 @@ def test_edited_leaf_after_the_last_checkpoint_is_named(
     log: Engine, keystore: FileKeyStore, settings: Settings, append_n: Callable[..., None]
 ) -> None:
     append_n(log, 3, start=12)  # leaves 12..14 are not covered by a checkpoint yet
-    edited = _leaf_json(log, 13).replace(b'"outcome":"', b'"outcome":"x')
-    _sql(log, "UPDATE audit_leaves SET leaf_json = :j WHERE leaf_index = 13", j=edited)
+    _edit_leaf(log, 13, rehash=False)
     report = _verify(log, keystore, settings)
     assert not report.ok
     assert report.first_bad_leaf == 13
@@ -244,13 +249,7 @@ def test_leaf_changed_everywhere_after_the_last_checkpoint_fails_the_head(
     log: Engine, keystore: FileKeyStore, settings: Settings, append_n: Callable[..., None]
 ) -> None:
     append_n(log, 3, start=12)
-    edited = _leaf_json(log, 13).replace(b'"outcome":"', b'"outcome":"x')
-    _sql(
-        log,
-        "UPDATE audit_leaves SET leaf_json = :j, leaf_hash = :h WHERE leaf_index = 13",
-        j=edited,
-        h=merkle.leaf_hash(edited),
-    )
+    _edit_leaf(log, 13, rehash=True)
     report = _verify(log, keystore, settings)
     assert not report.ok
     assert report.message == "log head: its compact range does not match the recomputed tree"
