@@ -168,6 +168,14 @@ class RequestTooLarge(TaxaddrError):
     status = 413
 
 
+class RequestHeaderTooLarge(TaxaddrError):
+    """Request line and headers past the server's size or count limit (answered at the
+    HTTP edge, before any body is read; no leaf)."""
+
+    code = "request_header_too_large"
+    status = 431
+
+
 class RateLimited(TaxaddrError):
     code = "rate_limited"
     status = 429
@@ -227,6 +235,7 @@ CODE_ORDER: tuple[str, ...] = (
     "no_unique_match",
     "request_invalid",
     "request_too_large",
+    "request_header_too_large",
     "rate_limited",
     "policy_unavailable",
     "audit_unavailable",
