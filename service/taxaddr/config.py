@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     workers: int = Field(default=0, ge=0, le=64)
     rate_limit: int = Field(default=600, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # The HTTP edge (api/server.py): request line + headers, answered 431 past either limit;
+    # a connection must complete each request's headers (the first: counted from accept,
+    # TLS handshake included) within header_timeout_seconds or it is closed.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=8, le=1000)
+    header_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Open connections one client certificate may hold at one worker process.
+    max_connections_per_client: int = Field(default=64, ge=1)
+    # A worker whose event loop has not reported for this long is killed and replaced.
+    worker_heartbeat_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Longest wait for the SQLite writers' turn before 503 database_unavailable.
+    writer_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     case_max_lifetime_days: int = Field(default=180, ge=1)
     case_clock_skew_seconds: int = Field(default=60, ge=0, le=3600)
