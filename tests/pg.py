@@ -112,9 +112,11 @@ def start_cluster() -> PgCluster:
         capture_output=True,
     )
     port = free_port()
+    # fsync=off keeps the suite fast (durability is not under test); synchronous_commit
+    # stays on because the service refuses sessions without it (taxaddr.db).
     opts = (
         f"-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
-        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        "-c fsync=off -c synchronous_commit=on -c full_page_writes=off -c max_connections=200"
     )
     subprocess.run(
         [

@@ -72,10 +72,31 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _postgres_durability)
+    return engine
 
 
 SQLITE_MMAP_BYTES = 1 << 30
+
+# Durability of a commit. In WAL mode, NORMAL syncs only at checkpoints, so an OS crash
+# or power loss can roll back a transaction that had committed, and with it an audit
+# leaf whose 200 was already sent: § 6103(p)(3) cannot tolerate that. FULL syncs the
+# WAL at every commit. The variable exists for A/B measurements (bench/bench_api.py
+# --ab-synchronous); anything but FULL or EXTRA gives up that guarantee.
+SQLITE_SYNCHRONOUS_ENV = "TAXADDR_SQLITE_SYNCHRONOUS"
+SQLITE_SYNCHRONOUS_MODES = ("FULL", "EXTRA", "NORMAL")
+
+
+def sqlite_synchronous() -> str:
+    """The ``PRAGMA synchronous`` mode for new SQLite connections (default ``FULL``)."""
+    mode = os.environ.get(SQLITE_SYNCHRONOUS_ENV, "").strip().upper() or "FULL"
+    if mode not in SQLITE_SYNCHRONOUS_MODES:
+        raise DatabaseUnavailable(
+            f"{SQLITE_SYNCHRONOUS_ENV} must be one of {', '.join(SQLITE_SYNCHRONOUS_MODES)}"
+        )
+    return mode
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -83,13 +104,37 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
     cur.execute("PRAGMA busy_timeout=30000")
     # Read pages through a shared memory map: a connection's own page cache is
     # discarded whenever another connection committed, which on a busy server is
     # before nearly every transaction; mapped pages need no copy and no syscall.
     cur.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cur.close()
+
+
+def _postgres_durability(dbapi_conn: Any, _record: Any) -> None:
+    """Refuse a PostgreSQL session whose commits may return before the WAL is flushed.
+
+    With ``synchronous_commit=off`` a committed audit leaf (and its 200) can be lost in
+    a server crash. Every value but ``off`` waits at least for the local flush. Checked
+    on each new connection, so the service refuses at its first database use (start-up
+    checks, ``/readyz``) and never writes through such a session.
+    """
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("SHOW synchronous_commit")
+        row = cur.fetchone()
+    finally:
+        cur.close()
+    value = str(row[0]).strip().lower() if row else ""
+    if value in ("on", "local", "remote_write", "remote_apply"):
+        return
+    dbapi_conn.close()
+    raise DatabaseUnavailable(
+        "PostgreSQL synchronous_commit is not on: committed audit leaves could be lost "
+        "in a crash (set synchronous_commit=on for the database or role)"
+    )
 
 
 def _sqlite_begin(conn: Any) -> None:
