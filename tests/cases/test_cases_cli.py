@@ -115,6 +115,29 @@ def test_issuer_add_is_idempotent_and_listed(
     assert cli.readouterr().out.splitlines()[1].endswith("removed")
 
 
+def test_issuer_add_of_a_removed_key_says_it_is_trusted_again(
+    cli: pytest.CaptureFixture[str], env: dict[str, str]
+) -> None:
+    jwk = Path(env["TAXADDR_KEYS_DIR"]) / "issuers" / "dev-court.jwk"
+    assert run(["issuer", "remove", "--id", "dev-court", "--kid", "dev-court-2026"]) == 0
+    cli.readouterr()
+    assert run(["issuer", "add", "--id", "dev-court", "--jwk", str(jwk)]) == 0
+    out = cli.readouterr().out
+    assert "already trusted" not in out
+    assert out.startswith(
+        "trusted again (it had been removed): issuer dev-court key dev-court-2026"
+    )
+    assert run(["issuer", "add", "--id", "dev-court", "--jwk", str(jwk)]) == 0
+    assert cli.readouterr().out.startswith("already trusted: issuer dev-court")
+    assert run(["issuer", "list"]) == 0
+    assert cli.readouterr().out.splitlines()[1].endswith("active")
+    # removing the whole issuer and adding its key again re-trusts both
+    assert run(["issuer", "remove", "--id", "dev-court"]) == 0
+    cli.readouterr()
+    assert run(["issuer", "add", "--id", "dev-court", "--jwk", str(jwk)]) == 0
+    assert cli.readouterr().out.startswith("trusted again")
+
+
 def test_issuer_list_empty(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["db", "upgrade"]) == 0
     capsys.readouterr()

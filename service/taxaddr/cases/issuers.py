@@ -64,6 +64,7 @@ class IssuerKeyInfo:
 class AddResult:
     key: IssuerKeyInfo
     created: bool
+    retrusted: bool = False  # the key (or its issuer) had been removed and is trusted again
 
 
 def to_utc(value: datetime) -> datetime:
@@ -177,10 +178,12 @@ def add_key(
         issuer = CaseIssuer(id=iss, added_at=now, removed_at=None)
         session.add(issuer)
         session.flush()
-    elif issuer.removed_at is not None:
+    issuer_was_removed = issuer.removed_at is not None
+    if issuer_was_removed:
         issuer.removed_at = None  # trusting a key again re-trusts its issuer
     key = session.get(CaseIssuerKey, (iss, jwk.kid), with_for_update=True)
     created = key is None
+    retrusted = False
     if key is None:
         key = CaseIssuerKey(
             iss=iss,
@@ -202,13 +205,14 @@ def add_key(
                 f"kid {jwk.kid!r} of issuer {iss!r} already names a different key; "
                 "give the new key a new kid"
             )
+        retrusted = key.removed_at is not None or issuer_was_removed
         key.removed_at = None
         if not_before is not None:
             key.not_before = not_before
         if not_after is not None:
             key.not_after = not_after
     session.flush()
-    return AddResult(key=_info(key, issuer_removed=False), created=created)
+    return AddResult(key=_info(key, issuer_removed=False), created=created, retrusted=retrusted)
 
 
 def list_keys(session: Session) -> list[IssuerKeyInfo]:

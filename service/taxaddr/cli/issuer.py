@@ -31,7 +31,12 @@ def issuer_add(
 ) -> None:
     """Trust a public key of an issuer (idempotent; a kid never names two keys)."""
     result = issuers.add_from_file(get_settings(), iss, jwk, not_before, not_after)
-    verb = "added" if result.created else "already trusted:"
+    if result.created:
+        verb = "added"
+    elif result.retrusted:
+        verb = "trusted again (it had been removed):"
+    else:
+        verb = "already trusted:"
     typer.echo(f"{verb} issuer {result.key.iss} key {result.key.kid} ({result.key.alg})")
 
 
