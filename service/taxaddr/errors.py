@@ -158,6 +158,14 @@ class NoUniqueMatch(TaxaddrError):
         return "no unique record matches the request"
 
 
+class NotFound(TaxaddrError):
+    """A well-formed read of something that does not exist (yet): a proof for a tree
+    larger than the log, an unknown route."""
+
+    code = "not_found"
+    status = 404
+
+
 class RequestInvalid(TaxaddrError):
     code = "request_invalid"
     status = 422
