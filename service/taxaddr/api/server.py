@@ -110,8 +110,7 @@ def peer_cert_der(transport: asyncio.BaseTransport) -> bytes | None:
 
 DISCLOSURE_PATH = b"/v1/disclosures"
 # After an answer at the edge, how long a client has to read it before the connection
-# is cut: a graceful TLS close would read (and decrypt) whatever a flooding client
-# still sends for up to uvloop's 30 s shutdown timeout.
+# is cut (see ClientCertHttpToolsProtocol._cut_after_linger).
 EDGE_LINGER_SECONDS = 1.0
 
 
@@ -277,14 +276,16 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             log_event(logging.INFO, event="connection_closed", code="header_timeout")
-            self._close_soon()
+            self.transport.abort()  # nothing to deliver, nothing more to read
 
     def _answer_at_edge(self, status: int, code: str, message: str) -> None:
         """Answer with the contract's envelope without calling the application (no
         leaf, no body read), then close the connection."""
         self._answered = True
         if self.cycle is not None and not self.cycle.response_complete:
-            self._close_soon()  # a response is being written: no second one in between
+            # a response is being written: no second one in between; close after it
+            self.cycle.keep_alive = False
+            self._cut_after_linger()
             return
         request_id = uuid.uuid4().hex
         body = envelope_bytes(code, message, request_id)
@@ -316,12 +317,18 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
             outcome=outcome,
             code=code,
         )
-        self._close_soon()
+        self._cut_after_linger()
 
-    def _close_soon(self) -> None:
-        """Close (TLS close_notify after what is buffered), and cut the connection if
-        the client has not finished its side within :data:`EDGE_LINGER_SECONDS`."""
-        self.transport.close()
+    def _cut_after_linger(self) -> None:
+        """Read nothing more, and cut the connection after :data:`EDGE_LINGER_SECONDS`,
+        time for the client to read the answer.
+
+        Not a graceful close: in TLS shutdown, uvloop reads and decrypts (to discard)
+        whatever the client still sends, for up to its 30 s shutdown timeout; a
+        flooding client sends ~1.7 GB/s over loopback. Paused, the kernel's buffers
+        fill and the client's sends block until the cut.
+        """
+        self.transport.pause_reading()
         if self._linger_timer is None:
             self._linger_timer = self.loop.call_later(EDGE_LINGER_SECONDS, self.transport.abort)
 
