@@ -1,1 +1,1 @@
-"""Hostile replays of issue 16: every attack against a real server, asserting the fixed behaviour."""
+"""Hostile replays of issue 16: each attack against a real server, with the fixed behaviour."""
