@@ -10,27 +10,20 @@ import anyio.to_thread
 from anyio import CapacityLimiter
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from pydantic import BaseModel
 
-from taxaddr.api import audit_routes, handlers
+from taxaddr.api import audit_routes, handlers, openapi
 from taxaddr.api.deps import CurrentRequester, client_cert_der, get_service, get_trace
 from taxaddr.api.disclosure import DisclosureService, disclose, statute_allow_list
 from taxaddr.api.middleware import EdgeMiddleware
-from taxaddr.api.models import RequesterRow
 from taxaddr.api.ratelimit import Limiter, RateLimiter, SharedRateLimiter
+from taxaddr.api.readiness import readiness
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.api.schemas import DisclosureAnswer, DisclosureRequest, ErrorEnvelope, inline_schema
 from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
-from taxaddr.audit.log import read_head
 from taxaddr.config import Settings, get_settings
+from taxaddr.crypto.published import public_keys
 from taxaddr.db import background_checkpoints
-from taxaddr.errors import (
-    AuditUnavailable,
-    DatabaseUnavailable,
-    KeyMaterialError,
-    PolicyUnavailable,
-    TaxaddrError,
-)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text}
@@ -47,6 +40,34 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 DISCLOSURE_THREADS = 8
+
+
+class ReceiptJwk(BaseModel):
+    """RFC 7517 / RFC 8037 public JWK of the receipt-signing key."""
+
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    use: str
+    alg: str
+
+
+class PublicKeys(BaseModel):
+    """What a third party needs to verify receipts, checkpoints and signed reports."""
+
+    audit_vkey: str
+    receipt_jwk: ReceiptJwk
+    report_public_key_pem: str
+
+
+class Readiness(BaseModel):
+    """Every dependency usable; ``warnings`` names what dev and test tolerate."""
+
+    status: str
+    checks: dict[str, str]
+    audit_tree_size: int
+    warnings: list[str]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.svc = svc
     background_checkpoints(svc.engine)  # SQLite: WAL checkpoints off the request path
     handlers.install(app)
+    openapi.install(app)
     app.include_router(_core_router())
     app.include_router(audit_routes.router)
     _include_oversight(app)
@@ -107,9 +129,17 @@ def _core_router() -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz", tags=["health"], responses={503: _ERRORS[503]})
-    def readyz(request: Request) -> dict[str, Any]:
-        """200 only when the database, keys, policy engine and audit log are usable."""
-        return readiness(get_service(request))
+    def readyz(request: Request) -> Readiness:
+        """200 only when the database takes a (rolled-back) write, every key loads and no
+        secret key file is open to others (prod), and the policy engine and audit log work."""
+        return Readiness.model_validate(readiness(get_service(request)))
+
+    @router.get("/v1/keys", tags=["keys"])
+    def keys(request: Request, _who: CurrentRequester) -> PublicKeys:
+        """The public keys for third-party verification (any registered identity): the
+        audit log's C2SP verifier key, the receipt JWK and the report public key (PEM)."""
+        svc = get_service(request)
+        return PublicKeys.model_validate(public_keys(svc.keystore, svc.settings))
 
     @router.get("/openapi.json", include_in_schema=False)
     def openapi(request: Request, _who: CurrentRequester) -> JSONResponse:
@@ -156,41 +186,3 @@ def _disclosure_limiter(request: Request) -> CapacityLimiter:
         limiter = CapacityLimiter(DISCLOSURE_THREADS)
         request.app.state.disclosure_limiter = limiter
     return limiter
-
-
-def readiness(svc: DisclosureService) -> dict[str, Any]:
-    """Check every dependency; raise the first failing one's 503 error."""
-    try:
-        with svc.read_session() as session:
-            session.execute(select(RequesterRow.id).limit(1)).all()
-    except TaxaddrError:
-        raise
-    except Exception as exc:  # a missing table or dead server: not ready
-        raise DatabaseUnavailable("database not usable (migrated?)") from exc
-    try:
-        with svc.read_session() as session:
-            head = read_head(session)
-    except Exception as exc:
-        raise AuditUnavailable("audit log tables not usable") from exc
-    try:
-        svc.keystore.check()
-        svc.signer.sign({"readiness": True})
-    except KeyMaterialError:
-        raise
-    except Exception as exc:
-        raise KeyMaterialError("key material not usable") from exc
-    try:
-        svc.policy_engine().check()
-    except PolicyUnavailable:
-        raise
-    except Exception as exc:
-        raise PolicyUnavailable("policy engine not usable") from exc
-    try:
-        svc.keystore.audit_signing_key()
-    except Exception as exc:
-        raise AuditUnavailable("audit signing key not usable") from exc
-    return {
-        "status": "ready",
-        "checks": {"database": "ok", "keys": "ok", "policy": "ok", "audit": "ok"},
-        "audit_tree_size": head.tree_size,
-    }

@@ -6,10 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
+from sqlalchemy.orm import Session
 
 from taxaddr.api.deps import get_service, require_role
 from taxaddr.api.identity import Requester
 from taxaddr.audit import service as audit_service
+from taxaddr.errors import NotFound
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Oversight = Annotated[Requester, Depends(require_role("oversight"))]
@@ -26,23 +28,56 @@ def checkpoint(request: Request, _who: Oversight) -> PlainTextResponse:
 
 
 @router.get("/entries")
-def entries(request: Request, _who: Oversight, start: Index, end: Index) -> dict[str, Any]:
-    """Leaves ``[start, end)``, at most 1000 per answer."""
+def entries(
+    request: Request,
+    _who: Oversight,
+    start: Annotated[int, Query(ge=0, le=2**53, description="first index; < end")],
+    end: Annotated[int, Query(ge=0, le=2**53, description="exclusive; > start")],
+) -> dict[str, Any]:
+    """Leaves ``[start, end)`` (``start < end``, else 422): at most 1000 per answer, and
+    none past the log's end (ask again from the last index + 1)."""
     with get_service(request).read_session() as session:
         return {"entries": audit_service.get_entries(session, start, end)}
 
 
-@router.get("/proof/inclusion")
+_NOT_YET: dict[int | str, dict[str, Any]] = {
+    404: {"description": "not_found: the log has fewer leaves than that tree size"}
+}
+
+
+@router.get("/proof/inclusion", responses=_NOT_YET)
 def inclusion(
-    request: Request, _who: Oversight, leaf_index: Index, tree_size: Index
+    request: Request,
+    _who: Oversight,
+    leaf_index: Annotated[int, Query(ge=0, le=2**53, description="< tree_size")],
+    tree_size: Index,
 ) -> dict[str, Any]:
-    """RFC 6962 audit path of ``leaf_index`` in the tree of ``tree_size`` leaves."""
+    """RFC 6962 audit path of ``leaf_index`` in the tree of ``tree_size`` leaves
+    (``leaf_index < tree_size``, else 422; a tree larger than the log: 404)."""
     with get_service(request).read_session() as session:
+        if leaf_index < tree_size:
+            _tree_exists(session, tree_size)
         return audit_service.inclusion_proof_json(session, leaf_index, tree_size)
 
 
-@router.get("/proof/consistency")
-def consistency(request: Request, _who: Oversight, first: Index, second: Index) -> dict[str, Any]:
-    """RFC 6962 consistency proof between two tree sizes."""
+@router.get("/proof/consistency", responses=_NOT_YET)
+def consistency(
+    request: Request,
+    _who: Oversight,
+    first: Annotated[int, Query(ge=0, le=2**53, description="<= second")],
+    second: Index,
+) -> dict[str, Any]:
+    """RFC 6962 consistency proof between two tree sizes (``first <= second``, else 422;
+    a tree larger than the log: 404)."""
     with get_service(request).read_session() as session:
+        if first <= second:
+            _tree_exists(session, second)
         return audit_service.consistency_proof_json(session, first, second)
+
+
+def _tree_exists(session: Session, size: int) -> None:
+    """A well-formed question about a tree the log has not grown to is 404, not 422:
+    asked again later, it has an answer."""
+    current = audit_service.tree_size(session)
+    if size > current:
+        raise NotFound(f"the log has {current} leaves; no tree of size {size} yet")

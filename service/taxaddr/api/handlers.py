@@ -1,8 +1,11 @@
 """The one place errors become the contract's envelope.
 
 ``{"error": {"code", "message", "request_id"}}`` for every refusal: TaxaddrError
-subclasses, schema errors (422 request_invalid), unknown routes and methods,
-and database outages (503 database_unavailable). Messages never echo input.
+subclasses, schema errors (422 request_invalid), unknown routes and methods (405
+with ``Allow``, RFC 9110), and database failures (503 database_unavailable: down,
+read-only, corrupt or truncated). Messages never echo input, and a 5xx message is
+fixed text for its code: the exception's own message may name server files (a key
+path, the policy directory), which only the operator's CLI and logs may show.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from sqlalchemy.exc import InterfaceError, OperationalError
+from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from taxaddr.api.deps import get_trace
 from taxaddr.api.disclosure import describe_validation
@@ -50,7 +55,13 @@ def taxaddr_error(request: Request, exc: Exception) -> Response:
     trace = get_trace(request)
     trace.code = code
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return error_response(exc.status, code, exc.message, _request_id(request), headers)
+    message = exc.message if exc.status < 500 else public_message(code)
+    return error_response(exc.status, code, message, _request_id(request), headers)
+
+
+def public_message(code: str) -> str:
+    """The message of a 5xx answer: its code in words, nothing about the server."""
+    return code.replace("_", " ")
 
 
 def validation_error(request: Request, exc: Exception) -> Response:
@@ -63,19 +74,39 @@ def http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
     code = _HTTP_CODES.get(status, "http_error")
     get_trace(request).code = code
-    return error_response(status, code, code.replace("_", " "), _request_id(request))
+    headers = {"Allow": allowed_methods(request)} if status == 405 else None
+    return error_response(status, code, code.replace("_", " "), _request_id(request), headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` value of a 405 (RFC 9110): every method a route of this path accepts
+    (the router's own 405 names only the first route whose path matched)."""
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.router.routes):
+        match, _ = context.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(context.methods or ())
+    return ", ".join(sorted(methods))
+
+
+# Driver errors that are this program's mistakes, not the database's state: they stay
+# 500 internal_error (the edge middleware's last resort) so that they are noticed.
+_PROGRAM_ERRORS = (IntegrityError, ProgrammingError, DataError)
 
 
 def database_error(request: Request, exc: Exception) -> Response:
-    del exc  # driver messages can echo parameters: never shown or logged
-    err = DatabaseUnavailable("database unavailable")
+    """503 database_unavailable for a database that is down, read-only, locked, corrupt
+    or truncated. Driver messages can echo parameters: never shown or logged."""
+    if isinstance(exc, _PROGRAM_ERRORS):
+        raise exc
+    err = DatabaseUnavailable()
     get_trace(request).code = err.code
-    return error_response(err.status, err.code, err.message, _request_id(request))
+    return error_response(err.status, err.code, public_message(err.code), _request_id(request))
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TaxaddrError, taxaddr_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(OperationalError, database_error)
-    app.add_exception_handler(InterfaceError, database_error)
+    app.add_exception_handler(DBAPIError, database_error)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
-from typing import Any
+import warnings
+from types import TracebackType
+from typing import Any, TextIO
 
 LOGGER = logging.getLogger("taxaddr.api")
 
@@ -37,6 +40,9 @@ SAFE_FIELDS = (
     "pids",
     "returncode",
     "state_dir",
+    "files",
+    "thread",
+    "category",
 )
 
 
@@ -60,7 +66,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send taxaddr and uvicorn logs to stderr as JSON lines."""
+    """Send taxaddr and uvicorn logs to stderr as JSON lines, and with them what Python
+    would otherwise print there as raw text: exceptions nobody catches (in any thread,
+    or in a finalizer, e.g. a policy engine dropped on another thread) and warnings.
+    Those are logged by type and place only: their messages may quote values."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in ("taxaddr", "uvicorn", "uvicorn.error"):
@@ -68,6 +77,50 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    warnings.showwarning = _log_warning
+    sys.excepthook = _log_uncaught
+    sys.unraisablehook = _log_unraisable
+    threading.excepthook = _log_thread_exception
+
+
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    del exc, tb
+    log_event(logging.CRITICAL, event="uncaught_exception", error_type=exc_type.__name__)
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    exc_type = getattr(unraisable, "exc_type", None)
+    log_event(
+        logging.ERROR,
+        event="unraisable_exception",
+        error_type=getattr(exc_type, "__name__", "unknown"),
+    )
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # a thread's normal way out, as in threading's own hook
+    thread = args.thread.name if args.thread is not None else None
+    log_event(
+        logging.ERROR,
+        event="thread_exception",
+        error_type=args.exc_type.__name__,
+        thread=thread,
+    )
+
+
+def _log_warning(  # noqa: PLR0917 - warnings.showwarning's own signature
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    del message, filename, lineno, file, line
+    log_event(logging.WARNING, event="python_warning", category=category.__name__)
 
 
 def log_event(level: int, **fields: Any) -> None:

@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 
 import typer
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from typer._click import exceptions as click_exc
 
+from taxaddr.api.readiness import database_problem
 from taxaddr.cli import (
     audit,
     case,
@@ -76,13 +78,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
-    except Exception as exc:  # the last line of defence: never a traceback, never PII
-        if os.environ.get("TAXADDR_DEBUG") == "1":
-            raise
-        # Only the exception's type: driver messages can echo SQL parameters.
-        _fail(f"internal_error: unexpected {type(exc).__name__} (set TAXADDR_DEBUG=1 for details)")
+    except DBAPIError as exc:
+        if isinstance(exc, _PROGRAM_ERRORS) or os.environ.get("TAXADDR_DEBUG") == "1":
+            return _unexpected(exc)
+        _fail(f"database_unavailable: {database_problem(exc)}")
         return 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback, no PII
+        return _unexpected(exc)
     return result if isinstance(result, int) else 0
+
+
+# Driver errors that are this program's mistakes rather than the database's state.
+_PROGRAM_ERRORS = (IntegrityError, ProgrammingError, DataError)
+
+
+def _unexpected(exc: BaseException) -> int:
+    if os.environ.get("TAXADDR_DEBUG") == "1":
+        raise exc
+    # Only the exception's type: driver messages can echo SQL parameters.
+    _fail(f"internal_error: unexpected {type(exc).__name__} (set TAXADDR_DEBUG=1 for details)")
+    return 1
 
 
 def _fail(line: str) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
 from taxaddr.config import get_settings
 from taxaddr.crypto.keystore import init_dev_keys, open_keystore
+from taxaddr.crypto.published import public_keys
 from taxaddr.db import make_engine
 from taxaddr.store.rotation import DEFAULT_BATCH_SIZE, rotate_kek
 
@@ -52,6 +54,15 @@ def keys_rotate_kek(
         kept = ", ".join(f"v{v}" for v in report.still_in_use)
         typer.echo(f"still in use (run rotate-kek again): {kept}", err=True)
         raise typer.Exit(1)
+
+
+@keys_app.command("public")
+def keys_public() -> None:
+    """Print the public keys third parties verify with (the same JSON as GET /v1/keys):
+    the audit log's verifier key, the receipt JWK and the report public key (PEM)."""
+    settings = get_settings()
+    keystore = open_keystore(settings.keys_dir, settings.keystore, settings)
+    typer.echo(json.dumps(public_keys(keystore, settings), indent=2))
 
 
 def register(app: typer.Typer) -> None:

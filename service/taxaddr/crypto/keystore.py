@@ -224,6 +224,11 @@ class FileKeyStore:
         except FileNotFoundError:
             raise KeyMaterialError("dev client CA missing (run: taxaddr keys init)") from None
 
+    def exposed_files(self) -> list[str]:
+        """Secret files (and key directories) that group or others may use; see
+        :func:`exposed_key_files`."""
+        return exposed_key_files(self.root)
+
     def check(self) -> None:
         self._kek(self.current_kek_version())
         self.blind_index_key()
@@ -343,6 +348,45 @@ def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.chmod(path, mode)
+
+
+# Group and others may not touch a secret at all; a key directory they may write to lets
+# them replace a key (its files' own modes do not matter then).
+_SECRET_MODE_FORBIDDEN = 0o077
+_DIRECTORY_MODE_FORBIDDEN = 0o022
+_PUBLIC_SUFFIXES = (".crt", ".pub", ".jwk", ".vkey", ".md")
+
+
+def exposed_key_files(root: Path) -> list[str]:
+    """Names (relative to ``root``, sorted) of the secret key files that group or others
+    may read or write, and of key directories they may write to.
+
+    Secret: every file of ``kek/`` (current and retired KEKs) and every other file
+    whose name does not end in a public suffix (certificates, public keys, JWKs,
+    verifier keys, Markdown notes). Modes are those of the files symlinks point to. A missing
+    directory has nothing exposed (:meth:`FileKeyStore.check` reports missing keys).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    exposed: list[str] = []
+    for directory, _subdirs, files in os.walk(root, followlinks=False):
+        here = Path(directory)
+        if here.stat().st_mode & _DIRECTORY_MODE_FORBIDDEN:
+            exposed.append(here.relative_to(root).as_posix() + "/")
+        for name in files:
+            path = here / name
+            relative = path.relative_to(root).as_posix()
+            public = name.endswith(_PUBLIC_SUFFIXES) and not relative.startswith("kek/")
+            if public:
+                continue
+            try:
+                mode = path.stat().st_mode
+            except OSError:  # a dangling symlink: reading it fails where it matters
+                continue
+            if mode & _SECRET_MODE_FORBIDDEN:
+                exposed.append(relative)
+    return sorted(exposed)
 
 
 def _read_secret(path: Path, length: int, what: str) -> bytes:
