@@ -423,7 +423,7 @@ def test_metrics_count_outcomes_with_bounded_labels(
 
     disclosed = {"agency": "ICE-HSI", "outcome": "disclosed", "reason": "none"}
     denied = {"agency": "ICE-HSI", "outcome": "denied", "reason": "reason_insufficient"}
-    invalid = {"agency": "ICE-HSI", "outcome": "denied", "reason": "request_invalid"}
+    invalid = {"agency": "ICE-HSI", "outcome": "invalid", "reason": "request_invalid"}
     stat = {"agency": "ICE-HSI", "statute": "8 U.S.C. 1253(a)(1)"}
     before = (
         value("taxaddr_disclosure_requests_total", **disclosed),

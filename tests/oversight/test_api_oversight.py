@@ -126,7 +126,7 @@ def test_metrics_hold_no_personal_data_or_case_number(
     }
     assert {k for k, _ in labels} <= allowed_keys
     outcomes = {v for k, v in labels if k == "outcome"}
-    assert outcomes <= {"disclosed", "denied", "no_match", "error"}
+    assert outcomes <= {"disclosed", "denied", "no_match", "error", "invalid", "throttled"}
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "pdf"])

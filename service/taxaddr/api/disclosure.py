@@ -3,29 +3,40 @@
 The steps follow DESIGN.md's data flow, in order, and stop at the first refusal:
 
 1. identity      verified cert fingerprint -> registered requester (unknown / revoked)
-2. rate limit    per-requester token bucket (429, no audit leaf)
-3. body          strict schema, TIN and name normalization (422, no audit leaf)
+2. rate limit    token bucket per identity, registered, revoked or not (429, no audit leaf)
+3. body          strict schema (no duplicate members), TIN and name normalization, and a
+                 ``request_id`` that holds none of the subject's data (422, no audit leaf)
 4. role          only the ``requester`` role may ask (403 role_forbidden)
 5. case          the case reference verified against trusted issuers (403 case_*)
 6. policy        decision on verified facts only (403 first reason; 503 when unavailable)
 7. match         uniform ``no_unique_match`` (404) for unknown TIN, name mismatch, ambiguity
 8. transaction   replay guard (409 request_replayed) + quota + audit leaf + encrypted
-                 accounting, one commit (a no-match records its leaf and request_id too)
-9. answer        address, use restriction, audit reference and a signed receipt
+                 accounting + the signed receipt, one commit (a no-match records its leaf
+                 and request_id too)
+9. answer        address, use restriction, audit reference and the receipt
 
 Policy refusals (4-6) happen before any store lookup, so a refused request
 never reveals whether a taxpayer exists. Every 200/403/404/409 answer to a
 registered identity appends exactly one audit leaf; 413/422/429/503 append none.
-Nothing is disclosed unless the audit leaf committed (fail closed).
+Everything an answer needs (the decrypted address, the keys, the signed receipt) is
+ready before the transaction commits: a failure rolls it back (no leaf, no quota, no
+used request_id) and answers 503, so no answer ever contradicts its leaf.
+
+Nothing a client chose enters a leaf unless it cannot be personal data: the
+``request_id`` is a canonical UUID screened against the subject's TIN, name and
+street; the ``statute`` is the request's when the policy data knows it, else
+``other`` (the full text stays in the encrypted accounting record); a case
+reference whose ``jti`` holds such data is refused as malformed and logged without
+it. :func:`taxaddr.audit.leaf.build_leaf` checks all of it again before the append.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,13 +55,22 @@ from taxaddr import metrics
 from taxaddr.api.identity import RequesterRecord, lookup_identity
 from taxaddr.api.ratelimit import Limiter
 from taxaddr.api.receipt import ReceiptSigner
-from taxaddr.api.schemas import DisclosureRequest, valid_request_id
+from taxaddr.api.schemas import DisclosureRequest
 from taxaddr.audit.accounting import record_accounting
-from taxaddr.audit.leaf import LeafInput, case_number_hash
+from taxaddr.audit.leaf import (
+    CANONICAL_UUID,
+    OTHER_STATUTE,
+    LeafInput,
+    PersonalData,
+    case_number_hash,
+    new_server_id,
+    screen_chosen,
+)
 from taxaddr.audit.log import AppendedLeaf, append_leaf
 from taxaddr.cases.usage import reserve_disclosure, usage
 from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
+from taxaddr.crypto import pki
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import (
@@ -64,6 +84,7 @@ from taxaddr.db import (
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
+    CaseReferenceMalformed,
     DatabaseUnavailable,
     ImportRowError,
     NoUniqueMatch,
@@ -136,6 +157,15 @@ class DisclosureService:
     @cached_property
     def signer(self) -> ReceiptSigner:
         return ReceiptSigner(self.keystore.audit_signing_key())
+
+    @cached_property
+    def known_statutes(self) -> frozenset[str]:
+        """The statutes a leaf may name (criminal list and listed civil provisions)."""
+        return known_statutes(self.settings.policy_dir)
+
+    def leaf_statute(self, statute: str) -> str:
+        """The request's statute as its leaf carries it: known, or ``other``."""
+        return statute if statute in self.known_statutes else OTHER_STATUTE
 
     def policy_engine(self) -> PolicyEngine:
         """The settings' engine, looked up once per app (the lookup resolves a path on
@@ -265,6 +295,12 @@ class _Refusal(Exception):
         self.error = error
 
 
+# The metrics outcome of an answer that appended no leaf, by status (CONTRACT "Metrics"):
+# only answers that appended a leaf count as disclosed, denied or no_match, so metric
+# totals equal audit-log totals.
+_THROTTLED_STATUS = 429
+
+
 def disclose(
     svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
 ) -> dict[str, Any]:
@@ -276,7 +312,7 @@ def disclose(
         code = getattr(exc, "first_code", exc.code)
         trace.code = code
         if trace.outcome is None:
-            trace.outcome = "error" if exc.status >= 500 else "denied"
+            trace.outcome = unlogged_outcome(exc.status)
         _count(trace)
         raise
     finally:
@@ -284,6 +320,14 @@ def disclose(
     trace.outcome = "disclosed"
     _count(trace)
     return answer
+
+
+def unlogged_outcome(status: int) -> str:
+    """The metrics outcome of an answer that appended no audit leaf: ``throttled`` (429),
+    ``error`` (5xx) or ``invalid`` (413, 422, 431 and a certificate nobody registered)."""
+    if status == _THROTTLED_STATUS:
+        return "throttled"
+    return "error" if status >= 500 else "invalid"
 
 
 def _count(trace: Trace) -> None:
@@ -309,13 +353,20 @@ def _disclose(
     who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
     tin, name, address = allowed.tin, allowed.name, allowed.address
     if address is None:
-        trace.outcome = "no_match"
         raise _record_no_match(svc, who, trace, req, ctx)
 
-    # 8. one write transaction: replay guard, quota, audit leaf, accounting
+    # Everything the answer needs is ready before the transaction: the address was
+    # decrypted by the match, and the receipt key is loaded here (a missing key is 503
+    # keys_unavailable before anything is written).
+    signer = svc.signer
     disclosed = dataclasses.asdict(address)  # street, city, state, zip, as_of: all that leaves
-    disclosure_id = str(uuid.uuid4())
+    # The leaf must not hold the matched record's data either (its name is the request's).
+    ctx.personal = ctx.personal | PersonalData.of(streets=[address.street])
+    disclosure_id = new_server_id()
     now = datetime.now(UTC)
+
+    # 8. one write transaction: replay guard, quota, audit leaf, accounting, receipt.
+    # Any failure before the commit rolls all of it back.
     try:
         with svc.decision_write() as session:
             _reserve_quota(session, vc)
@@ -345,6 +396,19 @@ def _disclose(
                 },
             )
             _remember_request_id(session, who.id, req.request_id, leaf.index, now)
+            receipt = signer.sign(
+                {
+                    "disclosure_id": disclosure_id,
+                    "request_id": req.request_id,
+                    "requester_id": who.id,
+                    "case_jti": vc.jti,
+                    "leaf_index": leaf.index,
+                    "leaf_hash": leaf.leaf_hash.hex(),
+                    "tree_size": leaf.tree_size,
+                    "iat": int(now.timestamp()),
+                    "time": leaf.leaf["time"],
+                }
+            )
     except _Refusal as refusal:
         raise _record_denial(svc, who, trace, req.request_id, refusal.error, ctx=ctx) from None
     except SAIntegrityError:
@@ -367,19 +431,7 @@ def _disclose(
             "leaf_hash": leaf.leaf_hash.hex(),
             "tree_size": leaf.tree_size,
         },
-        "receipt": svc.signer.sign(
-            {
-                "disclosure_id": disclosure_id,
-                "request_id": req.request_id,
-                "requester_id": who.id,
-                "case_jti": vc.jti,
-                "leaf_index": leaf.index,
-                "leaf_hash": leaf.leaf_hash.hex(),
-                "tree_size": leaf.tree_size,
-                "iat": int(now.timestamp()),
-                "time": leaf.leaf["time"],
-            }
-        ),
+        "receipt": receipt,
     }
 
 
@@ -400,26 +452,34 @@ def _decide(
     svc: DisclosureService, session: Session, cert_der: bytes | None, body: bytes, trace: Trace
 ) -> _Allowed:
     """Steps 1-7 (everything before the write transaction) in one read session."""
-    # 1. identity
+    # 1. identity, and 2. its rate limit: unregistered and revoked certificates draw
+    # from buckets too (429, no leaf), so none of them can flood the log or the service.
     who = lookup_identity(session, cert_der)
     if who is None:
+        svc.limiter.take("unregistered:" + (pki.fingerprint_der(cert_der) if cert_der else "-"))
         raise RequesterUnknown("the client certificate is not registered")
     trace.requester_id, trace.agency, trace.role = who.id, who.agency, who.role
-    if who.revoked:
-        request_id = _lenient_request_id(body) or trace.request_id
-        trace.client_request_id = request_id
-        raise _Denied(who, request_id, RequesterRevoked(), None)
-
-    # 2. rate limit (no leaf: 429 is counted in metrics only)
     svc.limiter.take(who.id)
+    if who.revoked:
+        raise _Denied(who, _revoked_request_id(body, trace), RequesterRevoked(), None)
 
     # 3. body
     req = _parse(body)
-    trace.client_request_id = req.request_id
     tin, name = _normalize_subject(req)
+    personal = _personal_data(req, tin, name)
+    if not screen_chosen(req.request_id, personal):
+        raise RequestInvalid(
+            "request body invalid at request_id: must not hold the subject's TIN, name or street"
+        )
+    trace.client_request_id = req.request_id
     pseudonym_key = svc.keystore.pseudonym_key()
     ref = subject_ref(pseudonym_key, tin)
-    ctx = _LeafContext(statute=req.statute, subject_ref=ref, policy_version=svc.policy_version())
+    ctx = _LeafContext(
+        statute=svc.leaf_statute(req.statute),
+        subject_ref=ref,
+        policy_version=svc.policy_version(),
+        personal=personal,
+    )
 
     # 4. role
     if who.role != "requester":
@@ -430,6 +490,12 @@ def _decide(
         vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
     except CaseError as exc:
         raise _Denied(who, req.request_id, exc, ctx) from None
+    if not screen_chosen(vc.jti, personal):
+        # The issuer's jti would carry a TIN or the subject's name into the log: refuse
+        # the reference, and log the refusal without it.
+        raise _Denied(
+            who, req.request_id, CaseReferenceMalformed("the case reference's jti is unusable"), ctx
+        )
     ctx.case = vc
 
     # 6. policy (on verified facts only; no store access before it)
@@ -486,19 +552,81 @@ def build_policy_input(
 # -- parsing --------------------------------------------------------------------------
 
 
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateMember
+    return obj
+
+
 def _parse(body: bytes) -> DisclosureRequest:
+    # Duplicate member names are refused (as in case references): with them, what the
+    # client meant and what a parser keeps (the last one) can differ.
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicate_members)
+    except _DuplicateMember:
+        raise RequestInvalid("request body invalid: duplicate JSON member name") from None
+    except (ValueError, RecursionError):
+        pass  # not JSON: the schema's parser below names the problem
     try:
         return DisclosureRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RequestInvalid(describe_validation(exc.errors(include_input=False))) from None
 
 
+# What each schema error says, by pydantic error type: fixed texts, so no message ever
+# echoes a client's value, and a location names only fields of the schema.
+_PROBLEMS = {
+    "missing": "field required",
+    "extra_forbidden": "unknown member",
+    "json_invalid": "not valid JSON",
+    "json_type": "not a JSON object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "string_type": "must be a string",
+    "list_type": "must be an array",
+    "string_too_short": "too short",
+    "string_too_long": "too long",
+    "too_short": "too few items",
+    "too_long": "too many items",
+    "string_pattern_mismatch": "does not have the required form",
+    "value_error": "not acceptable",
+}
+_FIELD_NAME = re.compile(r"[a-z][a-z_]{0,39}")
+
+
 def describe_validation(errors: Any) -> str:
-    """First schema error as ``location: problem`` (never the offending value)."""
+    """First schema error as ``location: problem``, from fixed texts only.
+
+    Never the offending value, and never a member name the client chose: the location
+    stops at the object that holds an unknown member, and only names that look like
+    the schema's own fields (lowercase words) or list positions are shown.
+    """
     for err in errors:
-        loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
-        msg = str(err.get("msg", "invalid"))
-        return f"request body invalid at {loc}: {msg}" if loc else f"request body invalid: {msg}"
+        kind = str(err.get("type", ""))
+        loc = [part for part in err.get("loc", ()) if part != "body"]
+        if kind == "extra_forbidden" and loc:
+            loc = loc[:-1]  # the unknown member's name is the client's
+        shown: list[str] = []
+        for part in loc:
+            if isinstance(part, int) and not isinstance(part, bool):
+                shown.append(str(part))
+            elif isinstance(part, str) and _FIELD_NAME.fullmatch(part):
+                shown.append(part)
+            else:
+                break
+        problem = _PROBLEMS.get(kind, "invalid value")
+        where = ".".join(shown)
+        return (
+            f"request body invalid at {where}: {problem}"
+            if where
+            else (f"request body invalid: {problem}")
+        )
     return "request body invalid"
 
 
@@ -514,13 +642,32 @@ def _normalize_subject(req: DisclosureRequest) -> tuple[str, str]:
     return tin, name
 
 
-def _lenient_request_id(body: bytes) -> str | None:
-    """The body's request_id if it is a well-formed one (for refusals before parsing)."""
+def _personal_data(req: DisclosureRequest, tin: str, name: str) -> PersonalData:
+    """The request's TIN, name and stated street: what its leaf must not hold."""
+    lka = req.subject.last_known_address
+    street = lka.street if lka is not None and lka.street else ""
+    return PersonalData.of(tins=[tin], names=[name, req.subject.name], streets=[street])
+
+
+def _revoked_request_id(body: bytes, trace: Trace) -> str:
+    """The request_id for a revoked requester's leaf: the client's when the body is a
+    valid request and the id passes the screen, else the server's own id."""
     try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return valid_request_id(obj.get("request_id")) if isinstance(obj, dict) else None
+        req = _parse(body)
+        tin, name = _normalize_subject(req)
+    except RequestInvalid:
+        return _server_request_id(trace)
+    if not screen_chosen(req.request_id, _personal_data(req, tin, name)):
+        return _server_request_id(trace)
+    trace.client_request_id = req.request_id
+    return req.request_id
+
+
+def _server_request_id(trace: Trace) -> str:
+    """The server's id of this request (canonical, TIN-safe; see leaf.new_server_id)."""
+    if not CANONICAL_UUID.fullmatch(trace.request_id):
+        trace.request_id = new_server_id()
+    return trace.request_id
 
 
 # -- audit ----------------------------------------------------------------------------
@@ -532,6 +679,7 @@ class _LeafContext:
     subject_ref: str | None = None
     case: VerifiedCase | None = None
     policy_version: str = UNKNOWN_POLICY_VERSION
+    personal: PersonalData = field(default_factory=PersonalData)
 
 
 def _leaf(
@@ -557,6 +705,7 @@ def _leaf(
         subject_ref=ctx.subject_ref if ctx else None,
         policy_version=ctx.policy_version if ctx else UNKNOWN_POLICY_VERSION,
         time=now,
+        personal=ctx.personal if ctx else None,
     )
 
 
@@ -600,8 +749,8 @@ def _record_no_match(
             )
             _remember_request_id(session, who.id, req.request_id, leaf.index, now)
     except (_Refusal, SAIntegrityError):
-        trace.outcome = None
         return _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
+    trace.outcome = "no_match"  # only now: the leaf committed
     trace.leaf_index = leaf.index
     return NoUniqueMatch()
 
@@ -634,17 +783,35 @@ def _remember_request_id(
         raise _Refusal(RequestReplayed())
 
 
-def statute_allow_list(policy_dir: Path) -> frozenset[str]:
-    """Designated statutes from the policy data document: the bounded metrics label set."""
+def _policy_data(policy_dir: Path) -> dict[str, Any]:
+    """The policy data document (``taxaddr.policy_data``) of the first JSON file holding one."""
     for candidate in sorted(policy_dir.glob("*.json")):
         try:
             data = json.loads(candidate.read_text())
         except (OSError, ValueError):
             continue
-        statutes = data.get("taxaddr", {}).get("policy_data", {}).get("criminal_statutes")
+        policy_data = data.get("taxaddr", {}).get("policy_data") if isinstance(data, dict) else None
+        if isinstance(policy_data, dict) and isinstance(policy_data.get("criminal_statutes"), dict):
+            return policy_data
+    return {}
+
+
+def statute_allow_list(policy_dir: Path) -> frozenset[str]:
+    """Designated statutes from the policy data document: the bounded metrics label set."""
+    statutes = _policy_data(policy_dir).get("criminal_statutes")
+    return frozenset(str(k) for k in statutes) if isinstance(statutes, dict) else frozenset()
+
+
+def known_statutes(policy_dir: Path) -> frozenset[str]:
+    """Every statute the policy data names: the criminal list and the listed civil
+    provisions (``civil_statutes``), the only statute texts a leaf may carry."""
+    data = _policy_data(policy_dir)
+    known: set[str] = set()
+    for key in ("criminal_statutes", "civil_statutes"):
+        statutes = data.get(key)
         if isinstance(statutes, dict):
-            return frozenset(str(k) for k in statutes)
-    return frozenset()
+            known.update(str(k) for k in statutes)
+    return frozenset(known)
 
 
 __all__ = [
@@ -653,5 +820,7 @@ __all__ = [
     "Trace",
     "build_policy_input",
     "disclose",
+    "known_statutes",
     "statute_allow_list",
+    "unlogged_outcome",
 ]

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.api.models import ROLES, RequesterRow
+from taxaddr.audit.leaf import tin_shaped
 from taxaddr.crypto import pki
 from taxaddr.db import driver_fetchone
 from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
@@ -89,6 +90,9 @@ def validate_registration(requester_id: str, agency: str, role: str) -> None:
         raise UsageError("--agency: 1-64 characters: letters, digits, space, '.', '_', '/' or '-'")
     if role not in ROLES:
         raise UsageError(f"--role: one of {', '.join(ROLES)}")
+    # Both go into every audit leaf of the identity, whose guard refuses TIN shapes.
+    if tin_shaped(requester_id) or tin_shaped(agency):
+        raise UsageError("--id and --agency must not hold nine digits in a row (a TIN's shape)")
 
 
 def get_record(session: Session, requester_id: str) -> RequesterRecord | None:

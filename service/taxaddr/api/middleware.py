@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +20,7 @@ from taxaddr.api.deps import TRACE_KEY
 from taxaddr.api.disclosure import Trace
 from taxaddr.api.handlers import envelope_bytes
 from taxaddr.api.logs import log_event
+from taxaddr.audit.leaf import new_server_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,7 +40,8 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        trace = Trace(request_id=uuid.uuid4().hex)
+        # Canonical UUIDs that cannot look like a TIN: a refusal's leaf may carry it.
+        trace = Trace(request_id=new_server_id())
         scope[TRACE_KEY] = trace
         started = time.perf_counter()
         state = {"status": 0}
@@ -119,9 +120,9 @@ class EdgeMiddleware:
     async def _too_large(self, scope: Scope, trace: Trace, send: Send) -> None:
         trace.code = "request_too_large"
         if scope.get("path") == DISCLOSURE_PATH:
-            trace.outcome = "denied"
+            trace.outcome = "invalid"  # no leaf: never counted as denied
             metrics.DISCLOSURE_REQUESTS.labels(
-                agency="unknown", outcome="denied", reason="request_too_large"
+                agency="unknown", outcome="invalid", reason="request_too_large"
             ).inc()
         await _send_envelope(
             send,

@@ -1,12 +1,18 @@
 """The contract's request and answer bodies (pydantic), validated strictly.
 
 Parts of ``last_known_address`` are optional strings on purpose: a missing or
-empty part is the policy's ``address_incomplete`` (403), not a schema error.
+empty part is the policy's ``address_incomplete`` (403), not a schema error. Their
+ZIP and state patterns are therefore published in the OpenAPI document (so that
+generated requests look like real ones) but not enforced here.
+
+What may reach the permanent audit log is decided here first: ``request_id`` must
+be a UUID in canonical lowercase form (anything else is 422 ``request_invalid``);
+``statute`` never enters a leaf as sent (the leaf carries a known statute or
+``other``, see :mod:`taxaddr.api.disclosure`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -16,19 +22,32 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
-# Free-text fields land in the audit leaf (request_id, statute); the audit log
-# refuses control characters and anything shaped like a TIN, so refuse it here
-# as a schema error (422) instead of failing the append later.
-_TIN_LIKE = re.compile(r"(?<![0-9])[0-9]{3}[- ]?[0-9]{2}[- ]?[0-9]{4}(?![0-9])")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+REQUEST_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# An SSN or ITIN: 9 digits, dashes allowed only as 123-45-6789 (the store's rules on
+# area, group and serial numbers follow the schema, also as 422 request_invalid).
+TIN_PATTERN = r"^[0-9]{3}-?[0-9]{2}-?[0-9]{4}$"
+ZIP_PATTERN = r"^[0-9]{5}(-[0-9]{4})?$"
+STATE_PATTERN = r"^[A-Z]{2}$"
 
 RequestId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+    str, StringConstraints(min_length=36, max_length=36, pattern=REQUEST_ID_PATTERN)
 ]
 AddressPart = Annotated[str, StringConstraints(max_length=200)]
+
+
+def _published(pattern: str, example: str) -> WithJsonSchema:
+    """An address part's schema with the pattern a real value has (not enforced here)."""
+    return WithJsonSchema(
+        {"type": "string", "maxLength": 200, "pattern": pattern, "examples": [example]}
+    )
+
+
+StatePart = Annotated[AddressPart, _published(STATE_PATTERN, "DC")]
+ZipPart = Annotated[AddressPart, _published(ZIP_PATTERN, "20001")]
 TaxPeriod = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
 
 
@@ -39,8 +58,13 @@ class _Strict(BaseModel):
 class LastKnownAddress(_Strict):
     street: AddressPart | None = None
     city: AddressPart | None = None
-    state: AddressPart | None = None
-    zip: AddressPart | None = None
+    state: StatePart | None = Field(
+        default=None,
+        description="USPS state code; missing or empty is address_incomplete (403)",
+    )
+    zip: ZipPart | None = Field(
+        default=None, description="ZIP or ZIP+4; missing or empty is address_incomplete (403)"
+    )
 
     def complete(self) -> bool:
         parts = (self.street, self.city, self.state, self.zip)
@@ -48,33 +72,29 @@ class LastKnownAddress(_Strict):
 
 
 class Subject(_Strict):
-    tin: Annotated[str, StringConstraints(min_length=1, max_length=32)]
+    tin: Annotated[str, StringConstraints(min_length=9, max_length=11, pattern=TIN_PATTERN)] = (
+        Field(description="SSN or ITIN", examples=["123-45-6789"])
+    )
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     last_known_address: LastKnownAddress | None = None
 
 
 class DisclosureRequest(_Strict):
-    request_id: RequestId = Field(description="client-chosen unique id (a UUID)")
+    request_id: RequestId = Field(
+        description="client-chosen unique id: a UUID in canonical lowercase form",
+        examples=["0b6f3a4e-8c1d-4f2a-9e7b-5d3c2a1f0e9d"],
+    )
     case_reference: Annotated[str, StringConstraints(min_length=1, max_length=16384)]
     subject: Subject
     tax_periods: list[TaxPeriod] = Field(min_length=1, max_length=50)
     statute: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     reason: Annotated[str, StringConstraints(max_length=4000)]
 
-    @field_validator("request_id")
-    @classmethod
-    def _request_id_not_tin(cls, value: str) -> str:
-        if not _UUID.fullmatch(value) and _TIN_LIKE.search(value):
-            raise ValueError("must not look like a TIN (use a UUID)")
-        return value
-
     @field_validator("statute")
     @classmethod
     def _statute_text(cls, value: str) -> str:
         if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
             raise ValueError("must not contain control characters")
-        if _TIN_LIKE.search(value):
-            raise ValueError("is not a statute citation")
         return value
 
     def address_complete(self) -> bool:
@@ -86,16 +106,13 @@ _REQUEST_ID: TypeAdapter[str] = TypeAdapter(RequestId)
 
 
 def valid_request_id(value: object) -> str | None:
-    """``value`` if it is an acceptable request_id, else None."""
+    """``value`` if it is an acceptable request_id (a canonical lowercase UUID), else None."""
     if not isinstance(value, str):
         return None
     try:
-        _REQUEST_ID.validate_python(value)
+        return _REQUEST_ID.validate_python(value)
     except ValidationError:
         return None
-    if not _UUID.fullmatch(value) and _TIN_LIKE.search(value):
-        return None
-    return value
 
 
 class DisclosedAddressOut(BaseModel):

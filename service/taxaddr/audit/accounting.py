@@ -21,7 +21,7 @@ from taxaddr.audit.models import AuditAccounting
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import driver_fetchone
-from taxaddr.errors import AuditUnavailable, IntegrityError, TaxaddrError
+from taxaddr.errors import AuditUnavailable, IntegrityError, KeyMaterialError, TaxaddrError
 
 _TABLE = cast(Table, AuditAccounting.__table__)
 _AAD_TABLE = "audit_accounting"
@@ -52,10 +52,10 @@ def record_accounting(
         # Plain SQL on the transaction's connection: building the expression per call
         # cost several times the insert itself on the disclosure path.
         driver_fetchone(session, _INSERT_SQL, (leaf_index, kek_version, wrapped, ciphertext))
-    except AuditUnavailable:
-        raise
+    except (AuditUnavailable, KeyMaterialError):
+        raise  # a missing or unusable KEK is 503 keys_unavailable (the caller rolls back)
     except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:
-        # ValueError covers unencodable text; TaxaddrError the key store.
+        # ValueError covers unencodable text; TaxaddrError other key store failures.
         raise AuditUnavailable("audit accounting record failed") from exc
 
 

@@ -120,10 +120,10 @@ def _days(from_day: date, to_day: date, rows: Iterable[Mapping[str, Any]]) -> li
     acc = _tally(rows, "day")
     none = dict.fromkeys(queries.OUTCOMES, 0)
     out = []
-    day = from_day
-    while day <= to_day:
-        out.append(GroupCounts.of(day.isoformat(), acc.get(day.isoformat(), none)))
-        day += timedelta(days=1)
+    # Counted, not stepped past ``to_day``: the day after 9999-12-31 does not exist.
+    for offset in range((to_day - from_day).days + 1):
+        day = (from_day + timedelta(days=offset)).isoformat()
+        out.append(GroupCounts.of(day, acc.get(day, none)))
     return out
 
 

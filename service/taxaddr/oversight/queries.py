@@ -5,6 +5,10 @@ agencies, statutes, outcomes, reason codes, days and numbers, never a subject
 pseudonym. ``below`` bounds the leaves to a tree size (``leaf_index < below``)
 so that a report is consistent with the checkpoint it cites even while the log
 grows; ``case_jtis`` restricts to the leaves of some case references.
+
+Only leaf values that today's leaf guard passes are shown: a statute column of a
+leaf written before statutes were restricted to known citations is counted under
+``other`` (:func:`taxaddr.audit.leaf.display_statute`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy import ClauseElement, ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from taxaddr.audit.leaf import display_statute
 from taxaddr.audit.models import AuditLeaf
 from taxaddr.cases.models import CaseReference
 
@@ -95,17 +100,11 @@ def aggregate_rows(
             AuditLeaf.reason,
         )
     )
-    rows = [
-        Row(
-            day=_day(day),
-            agency=agency,
-            statute=statute,
-            outcome=outcome,
-            reason=reason or None,
-            count=int(count),
-        )
-        for day, agency, statute, outcome, reason, count in session.execute(stmt)
-    ]
+    counts: dict[tuple[str, str, str | None, str, str | None], int] = {}
+    for day, agency, statute, outcome, reason, count in session.execute(stmt):
+        key = (_day(day), agency, display_statute(statute), outcome, reason or None)
+        counts[key] = counts.get(key, 0) + int(count)
+    rows = [Row(*key, count=count) for key, count in counts.items()]
     rows.sort(key=Row.sort_key)
     return rows
 

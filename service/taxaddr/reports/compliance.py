@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
-from taxaddr.audit.leaf import case_number_hash
+from taxaddr.audit.leaf import case_number_hash, display_statute
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.config import Settings
@@ -390,7 +390,8 @@ def _recount(
             if not lo <= day <= hi or (case_jtis is not None and jti not in case_jtis):
                 continue
             first_reason = reasons[0] if reasons else None
-            rows[(day, leaf["agency"], leaf["statute"], outcome, first_reason)] += 1
+            statute = display_statute(leaf["statute"])
+            rows[(day, leaf["agency"], statute, outcome, first_reason)] += 1
             if jti is not None:
                 jtis_in_period.add(jti)
             if outcome == "disclosed" and leaf["subject_ref"] is not None:
@@ -420,7 +421,9 @@ def _compare_counts(report: Mapping[str, Any], recount: _Recount) -> list[str]:
         )
     claimed_rows: Counter[RowKey] = Counter()
     for row in report["rows"]:
-        row_key: RowKey = (row["day"], row["agency"], row["statute"], row["outcome"], row["reason"])
+        # A report made before old free-text statutes were shown as "other" still verifies.
+        statute = display_statute(row["statute"])
+        row_key: RowKey = (row["day"], row["agency"], statute, row["outcome"], row["reason"])
         claimed_rows[row_key] += row["count"]
     for row_key in sorted(set(claimed_rows) | set(recount.rows), key=_row_key):
         if claimed_rows[row_key] != recount.rows[row_key]:
