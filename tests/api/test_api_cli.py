@@ -128,6 +128,40 @@ def test_request_command_unreachable_server(
     assert "service_unreachable" in capsys.readouterr().err
 
 
+def test_request_command_sends_a_canonical_uuid_request_id(
+    server: RunningServer, world: World, agent: Identity, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = world.case()
+    args = _request_args(server, agent, case, "1401 Quill Street NW, Washington, DC 20001")
+    given = "0B6F3A4E8C1D4F2A9E7B5D3C2A1F0E9D"  # a UUID, not in canonical form
+    assert run([*args, "--request-id", given]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    with server.client(world.identities["overseer"]) as client:
+        entries = client.get(
+            "/v1/audit/entries",
+            params={
+                "start": answer["audit"]["leaf_index"],
+                "end": answer["audit"]["leaf_index"] + 1,
+            },
+        ).json()["entries"]
+    assert entries[0]["leaf"]["request_id"] == "0b6f3a4e-8c1d-4f2a-9e7b-5d3c2a1f0e9d"
+
+
+@pytest.mark.parametrize("request_id", ["912-77-3456", "req-0001", "ZQXLEAKNAME"])
+def test_request_command_refuses_a_request_id_that_is_not_a_uuid(
+    world: World, agent: Identity, capsys: pytest.CaptureFixture[str], request_id: str
+) -> None:
+    class _Never:
+        base_url = "https://127.0.0.1:9"  # never contacted: refused before sending
+
+    args = _request_args(_Never(), agent, "x.y.z", "a, b, DC 20001")  # type: ignore[arg-type]
+    assert run([*args, "--request-id", request_id]) == 1
+    err = capsys.readouterr().err
+    assert "usage_error" in err
+    assert "--request-id must be a UUID" in err
+    assert request_id not in err
+
+
 def test_parse_address() -> None:
     from taxaddr.api.client import parse_address
 

@@ -52,6 +52,19 @@ def parse_address(text: str) -> dict[str, str]:
     return {k: v for k, v in parts.items() if v}
 
 
+def canonical_request_id(request_id: str | None) -> str:
+    """A new UUID, or the given one in canonical lowercase form (what the server accepts);
+    anything that is not a UUID is refused here with one clear line."""
+    if request_id is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(request_id.strip()))
+    except ValueError:
+        raise UsageError(
+            "--request-id must be a UUID (e.g. 0b6f3a4e-8c1d-4f2a-9e7b-5d3c2a1f0e9d)"
+        ) from None
+
+
 def build_request_body(
     *,
     case_ref: str,
@@ -64,7 +77,7 @@ def build_request_body(
     request_id: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "request_id": request_id or str(uuid.uuid4()),
+        "request_id": canonical_request_id(request_id),
         "case_reference": case_ref,
         "subject": {"tin": tin, "name": name, "last_known_address": parse_address(address)},
         "tax_periods": tax_periods,

@@ -29,7 +29,7 @@ def request(
     statute: Annotated[str, typer.Option("--statute", help="e.g. 8 U.S.C. 1253(a)(1)")],
     reason: Annotated[str, typer.Option("--reason", help="why the address is relevant")],
     request_id: Annotated[
-        str | None, typer.Option("--request-id", help="request id (default: a new UUID)")
+        str | None, typer.Option("--request-id", help="request id, a UUID (default: a new one)")
     ] = None,
 ) -> None:
     """Make one disclosure request; print the JSON answer (exit 1 unless it is a 2xx)."""
