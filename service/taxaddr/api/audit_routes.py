@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from taxaddr.api.deps import get_service, require_role
@@ -16,6 +17,28 @@ from taxaddr.errors import NotFound
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Oversight = Annotated[Requester, Depends(require_role("oversight"))]
 Index = Annotated[int, Query(ge=0, le=2**53)]
+Hash = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256, hex")]
+
+
+class Entry(BaseModel):
+    index: int
+    leaf: dict[str, Any] = Field(description="the leaf object (its canonical JSON is hashed)")
+
+
+class Entries(BaseModel):
+    entries: list[Entry]
+
+
+class InclusionProof(BaseModel):
+    leaf_index: int
+    tree_size: int
+    hashes: list[Hash] = Field(description="RFC 6962 audit path, leaf to root")
+
+
+class ConsistencyProof(BaseModel):
+    first: int
+    second: int
+    hashes: list[Hash] = Field(description="RFC 6962 consistency proof")
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse)
@@ -27,7 +50,7 @@ def checkpoint(request: Request, _who: Oversight) -> PlainTextResponse:
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
 
 
-@router.get("/entries")
+@router.get("/entries", response_model=Entries)
 def entries(
     request: Request,
     _who: Oversight,
@@ -45,7 +68,7 @@ _NOT_YET: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/proof/inclusion", responses=_NOT_YET)
+@router.get("/proof/inclusion", response_model=InclusionProof, responses=_NOT_YET)
 def inclusion(
     request: Request,
     _who: Oversight,
@@ -60,7 +83,7 @@ def inclusion(
         return audit_service.inclusion_proof_json(session, leaf_index, tree_size)
 
 
-@router.get("/proof/consistency", responses=_NOT_YET)
+@router.get("/proof/consistency", response_model=ConsistencyProof, responses=_NOT_YET)
 def consistency(
     request: Request,
     _who: Oversight,

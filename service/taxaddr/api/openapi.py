@@ -16,8 +16,9 @@ operation, every status it can return (derived from the route, not listed by han
 
 Query parameters whose rules the route cannot state in its Python signature (a day
 that must be a date, a period's ``from`` and ``to`` that are required, an
-enumerated ``format``) are stated in :data:`QUERY_PARAMETERS`; a test checks each
-against the running server.
+enumerated ``format``) are stated in :data:`QUERY_PARAMETERS`, and success answers
+that are not JSON in :data:`SUCCESS_CONTENT`; tests check them against the running
+server (schemathesis with every check, and named tests).
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def _day(*, required: bool, what: str) -> dict[str, Any]:
     }
 
 
+def _form_day(what: str) -> dict[str, Any]:
+    """A day of the dashboard's HTML form, which submits an empty field as empty."""
+    day = _day(required=False, what=what)
+    day["schema"] = {"anyOf": [dict(_DATE), {"type": "string", "maxLength": 0}]}
+    return day
+
+
 QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/oversight/summary", "from"): _day(required=True, what="first day"),
     ("/v1/oversight/summary", "to"): _day(required=True, what="last day"),
@@ -71,10 +79,29 @@ QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
         "required": False,
         "schema": {"type": "string", "enum": ["json", "csv", "pdf"], "default": "json"},
     },
-    ("/oversight", "from"): _day(
-        required=False, what="first day (with `to`; default: last 30 days)"
-    ),
-    ("/oversight", "to"): _day(required=False, what="last day (with `from`)"),
+    ("/oversight", "from"): _form_day("first day (with `to`; both empty: the last 30 days)"),
+    ("/oversight", "to"): _form_day("last day (with `from`)"),
+}
+
+# What a route's Python signature cannot say about its success answer.
+_TEXT = {"schema": {"type": "string"}}
+SUCCESS_CONTENT: dict[str, dict[str, Any]] = {
+    "/metrics": {"content": {"text/plain": _TEXT}},
+    "/v1/reports/compliance": {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": _TEXT,
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+        "headers": {
+            "X-Signature": {
+                "description": "Ed25519 signature over the body, standard base64 "
+                "(verify with report_public_key_pem of GET /v1/keys)",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    },
 }
 
 
@@ -103,6 +130,9 @@ def complete_openapi(app: FastAPI) -> dict[str, Any]:
     envelope = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(envelope.pop("$defs", {}))
     schemas["ErrorEnvelope"] = envelope
+    for name in ("ErrorEnvelope", "ErrorBody"):  # exactly these keys, never more
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     components["securitySchemes"] = {
@@ -132,6 +162,9 @@ def _complete_operation(route: APIRoute, path: str, operation: dict[str, Any]) -
     if operation.get("parameters") or operation.get("requestBody"):
         statuses.add(422)
     responses: dict[str, Any] = operation.setdefault("responses", {})
+    if path in SUCCESS_CONTENT:
+        responses.setdefault("200", {"description": "Successful Response"})
+        responses["200"].update(SUCCESS_CONTENT[path])
     for status in sorted(statuses | {int(s) for s in responses if s.isdigit() and int(s) >= 400}):
         responses[str(status)] = _error_response(status, responses.get(str(status)))
     for parameter in operation.get("parameters", ()):
