@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from taxaddr.api.disclosure import DisclosureService
 from taxaddr.api.logs import configure_logging, log_event
@@ -34,7 +35,7 @@ from taxaddr.api.runtime import keystore_for
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import exposed_key_files
-from taxaddr.db import WriterQueue, make_engine, sqlite_file
+from taxaddr.db import WriterQueue, is_sqlite, make_engine, sqlite_file
 from taxaddr.errors import (
     AuditUnavailable,
     DatabaseUnavailable,
@@ -96,10 +97,18 @@ def _database_ready(svc: DisclosureService) -> int:
 def write_probe(engine: Engine) -> None:
     """One rolled-back write; :class:`DatabaseUnavailable` when the database refuses it.
 
-    On SQLite, call it in a writer's turn (:class:`WriterQueue`): it takes the write lock.
+    On SQLite the probe opens a connection of its own: SQLite decides whether a file is
+    writable when it opens it, so a pooled connection opened before the file (or its
+    directory, or the file system) became read-only would still take the statement,
+    and a rolled-back write in WAL mode never reaches the disk. Call it in a writer's
+    turn (:class:`WriterQueue`): it takes the write lock.
     """
+    probe_engine = engine
+    if is_sqlite(engine):
+        url = engine.url.render_as_string(hide_password=False)
+        probe_engine = make_engine(url, poolclass=NullPool)
     try:
-        with Session(engine) as session:
+        with Session(probe_engine) as session:
             transaction = session.begin()
             try:
                 session.execute(_WRITE_PROBE)
@@ -107,6 +116,9 @@ def write_probe(engine: Engine) -> None:
                 transaction.rollback()
     except DBAPIError as exc:
         raise DatabaseUnavailable("database does not take writes (read-only?)") from exc
+    finally:
+        if probe_engine is not engine:
+            probe_engine.dispose()
 
 
 def _keys_ready(svc: DisclosureService) -> list[str]:
