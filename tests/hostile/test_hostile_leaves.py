@@ -236,6 +236,18 @@ def test_known_statute_is_logged_as_sent(replay: Replay, world: World) -> None:
     assert CANONICAL_UUID.fullmatch(leaf["request_id"])
 
 
+def test_listed_civil_statute_is_refused_and_logged_by_name(
+    server: RunningServer, world: World
+) -> None:
+    attacker = world.identities["attacker"]
+    start = tree_size(world)
+    answer = post(server, attacker, leak_body(case_for(world, "attacker"), statute="8 U.S.C. 1227"))
+    assert answer.status_code == 403
+    assert code(answer) == "statute_not_criminal"
+    (leaf,) = leaves(world, start, start + 1)
+    assert leaf["statute"] == "8 U.S.C. 1227"  # a civil provision the policy data lists
+
+
 def test_only_the_statute_attack_and_the_disclosure_appended_leaves(replay: Replay) -> None:
     # every 422 above appended nothing: two leaves for the whole replay
     assert replay.tree_after - replay.tree_before == 2
