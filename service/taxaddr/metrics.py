@@ -11,6 +11,9 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# outcome: disclosed, denied, no_match (answers that appended one audit leaf, so these
+# equal the log's totals), invalid (413, 422, 431, an unregistered certificate),
+# throttled (429) or error (5xx): no leaf.
 DISCLOSURE_REQUESTS = Counter(
     "taxaddr_disclosure_requests_total",
     "Disclosure requests answered, by requester agency, outcome and reason code.",
