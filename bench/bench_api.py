@@ -23,7 +23,15 @@ profiles it), ``BENCH_SPY_FLAGS`` py-spy's flags, ``BENCH_KEEP_SPY`` keeps its o
 The default rate limit (600/min per requester identity) stays on; the load is
 spread over many identities (one per connection) as it would be over many agents.
 
+With ``--ab-synchronous ROUNDS``, the phases are instead run as an A/B of SQLite's
+commit durability on the same world: ROUNDS x (a server with
+``TAXADDR_SQLITE_SYNCHRONOUS=NORMAL``, then one with the default ``FULL``), each
+measured closed-loop and paced at one common rate (``--paced-rate``, else half of
+the first NORMAL round's rate), interleaved so that drift on a shared machine
+hits both alike.
+
 Run: .venv/bin/python bench/bench_api.py [--duration 10] [--connections 16] [--py-spy]
+     .venv/bin/python bench/bench_api.py --ab-synchronous 2 --duration 8
 """
 
 from __future__ import annotations
@@ -340,6 +348,85 @@ def profile_disclosures(world: dict[str, Any], n: int) -> str:
     )
 
 
+def start_server(world: dict[str, Any], **env_extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``taxaddr serve`` on a free port for ``world``; returns once /healthz answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        **world["env"],
+        "TAXADDR_PORT": str(port),
+        "TAXADDR_LOG_LEVEL": "WARNING",
+        **env_extra,
+    }
+    server = subprocess.Popen(
+        os.environ.get("BENCH_SERVER_CMD", "").split()
+        or [str(Path(sys.executable).parent / "taxaddr"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with make_client(world, world["ids"][0], f"https://127.0.0.1:{port}") as c:
+        for _ in range(200):
+            try:
+                if c.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    return server, port
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def ab_synchronous(world: dict[str, Any], args: argparse.Namespace) -> None:
+    """Disclosures/s and latency with PRAGMA synchronous=NORMAL vs. FULL, interleaved."""
+    results: dict[str, list[dict[str, Any]]] = {"NORMAL": [], "FULL": []}
+    rate = args.paced_rate
+    for round_no in range(args.ab_synchronous):
+        for mode in ("NORMAL", "FULL"):
+            server, port = start_server(world, TAXADDR_SQLITE_SYNCHRONOUS=mode)
+            try:
+                phase = functools.partial(
+                    run_phase,
+                    world,
+                    port=port,
+                    server_pid=server.pid,
+                    connections=min(args.connections, args.identities),
+                    duration=args.duration,
+                )
+                closed = phase(mode="disclose")
+                rate = rate or closed["per_second"] / 2
+                paced = phase(mode="disclose", rate=rate)
+            finally:
+                stop_server(server)
+            results[mode].append({"closed": closed, "paced": paced})
+            print(
+                f"round {round_no + 1} synchronous={mode:6s}: {closed['per_second']:7.1f} /s "
+                f"(statuses {closed['statuses']}, p99 {closed['p99_ms']:.1f} ms, server CPU "
+                f"{closed['server_cpu_ms_per_request']:.2f} ms/req); paced at {rate:.0f}/s: "
+                f"p50 {paced['p50_ms']:.1f} ms, p99 {paced['p99_ms']:.1f} ms",
+                flush=True,
+            )
+    print(json.dumps(results, indent=2))
+    for mode, runs in results.items():
+        per_second = [r["closed"]["per_second"] for r in runs]
+        closed_p99 = [r["closed"]["p99_ms"] for r in runs]
+        paced_p99 = [r["paced"]["p99_ms"] for r in runs]
+        print(
+            f"synchronous={mode:6s}: disclosures/s {sum(per_second) / len(runs):7.1f} "
+            f"(rounds {', '.join(f'{v:.0f}' for v in per_second)}); closed-loop p99 "
+            f"{sum(closed_p99) / len(runs):.1f} ms; p99 at {rate:.0f}/s "
+            f"{sum(paced_p99) / len(runs):.1f} ms (rounds "
+            f"{', '.join(f'{v:.1f}' for v in paced_p99)})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20_000)
@@ -355,6 +442,13 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
     parser.add_argument(
         "--py-spy", action="store_true", help="sample the server with py-spy during phase 2"
+    )
+    parser.add_argument(
+        "--ab-synchronous",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="A/B of SQLite synchronous=NORMAL vs. FULL instead of the three phases",
     )
     args = parser.parse_args()
 
@@ -374,28 +468,10 @@ def main() -> None:
             f"world built in {time.perf_counter() - t0:.1f}s: {args.records} records, "
             f"{args.cases} cases x {args.per_case} subjects, {args.identities} identities"
         )
-        port = free_port()
-        env = {
-            **os.environ,
-            **world["env"],
-            "TAXADDR_PORT": str(port),
-            "TAXADDR_LOG_LEVEL": "WARNING",
-        }
-        server = subprocess.Popen(
-            os.environ.get("BENCH_SERVER_CMD", "").split()
-            or [str(Path(sys.executable).parent / "taxaddr"), "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"https://127.0.0.1:{port}"
-        with make_client(world, world["ids"][0], base) as c:
-            for _ in range(200):
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+        if args.ab_synchronous:
+            ab_synchronous(world, args)
+            return
+        server, port = start_server(world)
         phase = functools.partial(
             run_phase,
             world,
