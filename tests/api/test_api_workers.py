@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ import httpx
 import pytest
 
 from taxaddr.api.runtime import engine_for
+from taxaddr.api.workers import MAX_REPLACEMENTS, Supervisor
 from taxaddr.db import WriterQueue
+from taxaddr.errors import DatabaseUnavailable
 from tests.api.apikit import (
     SEEDED_SECRETS,
     Identity,
@@ -230,3 +233,177 @@ def test_writer_queue_excludes_writers_of_other_processes(world: World) -> None:
     queue.close()
     # the lock file holds nothing but the lock
     assert Path(lock_path).stat().st_size == 0
+
+
+# -- the writer queue's deadline (issue 16 item 5) --------------------------------------------
+
+
+@contextmanager
+def lock_held_by_another_process(lock_path: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Another process holding the writers' flock until its stdin is closed."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.read()\n",
+            lock_path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        yield holder
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        holder.wait(10)
+
+
+def _lock_path(world: World) -> str:
+    return world.settings.database_url.split("///", 1)[1] + "-writer.lock"
+
+
+def _other_process_gets_in(lock_path: str) -> bool:
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n"
+        "    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "except BlockingIOError:\n"
+        "    sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, lock_path], check=False, timeout=30)
+    return done.returncode == 0
+
+
+def test_writer_queue_gives_up_at_its_deadline_while_another_process_holds_the_lock(
+    world: World,
+) -> None:
+    queue = WriterQueue(engine_for(world.settings), deadline=0.3)
+    try:
+        with lock_held_by_another_process(_lock_path(world)):
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable), queue.turn():
+                pytest.fail("a turn while another process holds the lock")
+            assert 0.25 <= time.monotonic() - started < 2.0
+            # the holder is stuck: the next writer does not wait another deadline
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable), queue.turn():
+                pytest.fail("a turn while another process holds the lock")
+            assert time.monotonic() - started < 0.2
+        # released: the lock that came late to nobody is not kept from other processes
+        deadline = time.monotonic() + 5
+        while not _other_process_gets_in(_lock_path(world)):
+            assert time.monotonic() < deadline, "the late lock was never released"
+            time.sleep(0.05)
+        with queue.turn():
+            assert not _other_process_gets_in(_lock_path(world))
+    finally:
+        queue.close()
+
+
+def test_writer_queue_hands_over_a_contended_lock_as_soon_as_it_is_released(
+    world: World,
+) -> None:
+    queue = WriterQueue(engine_for(world.settings), deadline=10.0)
+    try:
+        with lock_held_by_another_process(_lock_path(world)) as holder:
+            threading.Timer(0.3, holder.stdin.close).start()  # type: ignore[union-attr]
+            started = time.monotonic()
+            with queue.turn():
+                waited = time.monotonic() - started
+                assert not _other_process_gets_in(_lock_path(world))
+        assert 0.25 <= waited < 3.0  # released at 0.3 s, not after the deadline
+    finally:
+        queue.close()
+
+
+def test_writer_queue_writers_of_this_process_also_wait_no_longer_than_the_deadline(
+    world: World,
+) -> None:
+    queue = WriterQueue(engine_for(world.settings), deadline=0.3)
+    inside, leave = threading.Event(), threading.Event()
+
+    def long_writer() -> None:
+        with queue.turn():
+            inside.set()
+            leave.wait(10)
+
+    writer = threading.Thread(target=long_writer)
+    writer.start()
+    try:
+        assert inside.wait(10)
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable), queue.turn():
+            pytest.fail("two writers of one process at once")
+        assert 0.25 <= time.monotonic() - started < 2.0
+    finally:
+        leave.set()
+        writer.join(10)
+        queue.close()
+
+
+# -- the supervisor's watch (issue 16 item 3) ---------------------------------------------------
+
+
+class _FakeSupervisor(Supervisor):
+    """The real supervisor, with a stand-in for the worker program."""
+
+    def __init__(self, script: str, **kwargs: Any) -> None:
+        super().__init__("127.0.0.1", free_port(), 1, **kwargs)
+        self.script = script
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", self.script]
+
+
+_BEAT_ONCE_THEN_HANG = (
+    "import os, time\n"
+    "os.write(int(os.environ['TAXADDR_WORKER_HEARTBEAT_FD']), b'.')\n"
+    "time.sleep(60)\n"
+)
+_BEAT_THEN_EXIT = (
+    "import os, time\n"
+    "fd = int(os.environ['TAXADDR_WORKER_HEARTBEAT_FD'])\n"
+    "for _ in range(15):\n"
+    "    os.write(fd, b'.')\n"
+    "    time.sleep(0.1)\n"
+)
+
+
+def test_supervisor_stops_the_service_when_replaced_workers_keep_hanging() -> None:
+    supervisor = _FakeSupervisor(_BEAT_ONCE_THEN_HANG, heartbeat_timeout=0.3)
+    started = time.monotonic()
+    assert supervisor.run() == 1  # fails closed instead of replacing forever
+    assert time.monotonic() - started < 30
+    assert len(supervisor.replacements) == MAX_REPLACEMENTS + 1
+    assert all(proc.poll() is not None for proc in supervisor.procs)
+
+
+def test_supervisor_does_not_replace_a_worker_that_keeps_beating() -> None:
+    # the control: beats every 0.1 s for 1.5 s (5x the timeout), then exits on its own
+    supervisor = _FakeSupervisor(_BEAT_THEN_EXIT, heartbeat_timeout=0.3)
+    assert supervisor.run() == 1  # a worker that exits stops the service, as before
+    assert supervisor.replacements == []
+
+
+def test_worker_whose_supervisor_is_already_gone_exits_at_once() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TAXADDR_WORKER_FD"}
+    env["TAXADDR_WORKER_SUPERVISOR_PID"] = "1"  # not this worker's parent
+    done = subprocess.run(
+        [sys.executable, "-m", "taxaddr.api.worker"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == [
+        "taxaddr serve worker: supervisor exited before the worker started"
+    ]
