@@ -23,13 +23,25 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     WithJsonSchema,
-    field_validator,
 )
 
 REQUEST_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# An SSN or ITIN: 9 digits, dashes allowed only as 123-45-6789 (the store's rules on
-# area, group and serial numbers follow the schema, also as 422 request_invalid).
-TIN_PATTERN = r"^[0-9]{3}-?[0-9]{2}-?[0-9]{4}$"
+# An SSN or ITIN exactly as the store's normalizer accepts it (taxaddr.store.normalize,
+# CONTRACT "Import columns"), spelled without look-arounds so that every JSON Schema
+# tool can generate from it: 9 digits, dashes allowed as 123-45-6789; area neither 000,
+# 666 nor 9xx (SSN), or 9xx with group 50-65, 70-88, 90-92 or 94-99 (ITIN); group not
+# 00; serial not 0000.
+_SSN_AREA = "00[1-9]|0[1-9][0-9]|[1-5][0-9]{2}|6[0-5][0-9]|66[0-57-9]|6[7-9][0-9]|[78][0-9]{2}"
+_SSN_GROUP = "0[1-9]|[1-9][0-9]"
+_ITIN_GROUP = "5[0-9]|6[0-5]|7[0-9]|8[0-8]|9[0-2]|9[4-9]"
+_SERIAL = "000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3}"
+TIN_PATTERN = (
+    f"^(?:(?:{_SSN_AREA})-?(?:{_SSN_GROUP})|9[0-9]{{2}}-?(?:{_ITIN_GROUP}))-?(?:{_SERIAL})$"
+)
+# Published for names (what the normalizer accepts, in ASCII; letters of other scripts
+# are accepted too).
+NAME_PATTERN = r"^[A-Za-z .'-]*[A-Za-z][A-Za-z .'-]*$"
+STATUTE_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # no control characters
 ZIP_PATTERN = r"^[0-9]{5}(-[0-9]{4})?$"
 STATE_PATTERN = r"^[A-Z]{2}$"
 
@@ -46,6 +58,19 @@ def _published(pattern: str, example: str) -> WithJsonSchema:
     )
 
 
+NamePart = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "pattern": NAME_PATTERN,
+            "examples": ["JANE Q DOE"],
+        }
+    ),
+]
 StatePart = Annotated[AddressPart, _published(STATE_PATTERN, "DC")]
 ZipPart = Annotated[AddressPart, _published(ZIP_PATTERN, "20001")]
 TaxPeriod = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
@@ -75,7 +100,7 @@ class Subject(_Strict):
     tin: Annotated[str, StringConstraints(min_length=9, max_length=11, pattern=TIN_PATTERN)] = (
         Field(description="SSN or ITIN", examples=["123-45-6789"])
     )
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: NamePart = Field(description="letters (any script), spaces, '-', \"'\" and '.'")
     last_known_address: LastKnownAddress | None = None
 
 
@@ -87,15 +112,10 @@ class DisclosureRequest(_Strict):
     case_reference: Annotated[str, StringConstraints(min_length=1, max_length=16384)]
     subject: Subject
     tax_periods: list[TaxPeriod] = Field(min_length=1, max_length=50)
-    statute: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    statute: Annotated[
+        str, StringConstraints(min_length=1, max_length=200, pattern=STATUTE_PATTERN)
+    ] = Field(examples=["8 U.S.C. 1253(a)(1)"])
     reason: Annotated[str, StringConstraints(max_length=4000)]
-
-    @field_validator("statute")
-    @classmethod
-    def _statute_text(cls, value: str) -> str:
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-            raise ValueError("must not contain control characters")
-        return value
 
     def address_complete(self) -> bool:
         lka = self.subject.last_known_address

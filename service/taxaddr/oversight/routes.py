@@ -117,7 +117,10 @@ def dashboard_endpoint(
     return HTMLResponse(render_html(view))
 
 
-@router.get("/v1/reports/compliance")
+@router.get(
+    "/v1/reports/compliance",
+    responses={404: {"description": "case_unknown: no case reference with that case number"}},
+)
 def report_endpoint(
     request: Request,
     _who: Oversight,

@@ -60,6 +60,7 @@ MAX_PROBLEMS_SHOWN = 5
 
 class UnknownCase(UsageError):
     code = "case_unknown"
+    status = 404  # over HTTP: a well-formed request for a case this service never saw
 
     @classmethod
     def default_message(cls) -> str:
