@@ -165,7 +165,7 @@ def test_readme_verification_refuses_a_checkpoint_signed_by_another_key(
     signed_things: Path,
 ) -> None:
     keys = json.loads((signed_things / "keys.json").read_text())
-    name, _hash, key = keys["audit_vkey"].split("+")
+    name, _hash, key = keys["audit_vkey"].split("+", 2)
     keys["audit_vkey"] = f"{name}+00000000+{key}"  # a key hash that does not match the key
     (signed_things / "keys.json").write_text(json.dumps(keys))
     assert _run_python(signed_things).returncode != 0
