@@ -66,6 +66,9 @@ def test_requester_add_with_existing_cert_and_revoke(
         (["--id", "bad id!", "--agency", "A", "--role", "requester"], "--id"),
         (["--id", "ok", "--agency", "A", "--role", "superuser"], "--role"),
         (["--id", "ok", "--agency", "A", "--role", "requester"], "--cert"),
+        # every leaf of an identity carries its id and agency: no TIN shapes
+        (["--id", "agent-912.77.3456", "--agency", "A", "--role", "requester"], "nine digits"),
+        (["--id", "ok", "--agency", "ICE 9-1-2-7-7-3-4-5-6", "--role", "requester"], "nine"),
     ],
 )
 def test_requester_add_refuses_bad_input(
