@@ -25,6 +25,7 @@ never its value.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -313,6 +314,7 @@ def _check_text(name: str, value: object, *, nullable: bool) -> None:
         raise LeafRefused(f"audit leaf refused: {name} looks like a TIN")
 
 
+@functools.lru_cache(maxsize=4096)  # a log holds few distinct statutes; reports ask per leaf
 def display_statute(value: str | None) -> str | None:
     """A leaf's statute as oversight views and reports show it: a citation, ``other``
     or None. Leaves written before statutes were restricted may hold free text; it is
