@@ -50,3 +50,33 @@ def test_serve_process_answers_and_logs_json(world: World, agent: Identity) -> N
     assert isinstance(refusal["leaf_index"], int)
     text = stderr.decode().upper()
     assert [s for s in SEEDED_SECRETS if s.upper() in text] == []
+
+
+def test_a_single_process_serve_holds_its_port_too(world: World, agent: Identity) -> None:
+    port = free_port()
+    command, env = serve_command(world, port, TAXADDR_WORKERS="1")
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=agent.ssl_context(), timeout=10) as client:
+            for _ in range(150):
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            second = subprocess.run(
+                serve_command(world, port, TAXADDR_WORKERS="2")[0],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert second.returncode == 1
+            assert second.stderr.decode().strip().splitlines() == [
+                f"taxaddr: config_invalid: port {port} is already served by another taxaddr serve"
+            ]
+            assert client.get("/healthz").status_code == 200  # the first serves on
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
