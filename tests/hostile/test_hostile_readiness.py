@@ -179,7 +179,8 @@ def test_a_policy_engine_dropped_on_another_thread_logs_json_not_a_traceback(
 ) -> None:
     """The raw line of issue 16: a regorus engine built in a worker thread for a broken
     policy, dropped on another thread ('unsendable'), printed a traceback into the log;
-    an uncaught thread exception (with a TIN-shaped message) and a warning did too."""
+    an uncaught thread exception (with a TIN-shaped message), a warning and another
+    library's log record did too."""
     policies = tmp_path / "policies"
     shutil.copytree(world.settings.policy_dir, policies)
     module = next(p for p in policies.glob("*.rego") if not p.name.endswith("_test.rego"))
@@ -207,6 +208,8 @@ def fail():
 failing = threading.Thread(target=fail, name="failing")
 failing.start(); failing.join()
 warnings.warn("912-77-3456 ZQXLEAKNAME")
+import logging
+logging.getLogger("asyncio").error("Fatal error on SSL transport")
 """
     done = subprocess.run(
         [sys.executable, "-c", script, str(policies)],
@@ -218,10 +221,11 @@ warnings.warn("912-77-3456 ZQXLEAKNAME")
     )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
-    assert [e["event"] for e in events] == [
+    assert [e.get("event", e["logger"]) for e in events] == [
         "unraisable_exception",
         "thread_exception",
         "python_warning",
+        "asyncio",  # another library's logger: JSON too
     ]
     assert events[0]["error_type"] == "RuntimeError"
     assert "912" not in done.stderr

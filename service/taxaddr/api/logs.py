@@ -77,6 +77,11 @@ def configure_logging(level: str = "INFO") -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    # Any other library's records (asyncio, SQLAlchemy, ...) reach the root logger, whose
+    # last-resort handler would write them as plain text: give it the JSON handler too.
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
+    root.addHandler(handler)
     warnings.showwarning = _log_warning
     sys.excepthook = _log_uncaught
     sys.unraisablehook = _log_unraisable
