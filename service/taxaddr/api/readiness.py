@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -187,15 +187,11 @@ def check_database(settings: Settings) -> None:
                     raise DatabaseUnavailable(
                         f"database file is corrupt: {path} (quick_check: {problems[0]})"
                     )
+            tables = set(inspect(connection).get_table_names())
+            if not {"requesters", "audit_head"} <= tables:
+                raise DatabaseUnavailable("database is not migrated (run: taxaddr db upgrade)")
             for probe in _READ_PROBES:
-                try:
-                    connection.execute(probe).all()
-                except DBAPIError as exc:
-                    if _is_corruption(exc):
-                        raise
-                    raise DatabaseUnavailable(
-                        "database is not migrated (run: taxaddr db upgrade)"
-                    ) from exc
+                connection.execute(probe).all()
             connection.rollback()
         queue = WriterQueue(engine)
         try:
