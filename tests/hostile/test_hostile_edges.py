@@ -336,9 +336,11 @@ def test_the_first_deadline_counts_from_the_accept_not_the_handshake(
     started = time.monotonic()
     raw = socket.create_connection(("127.0.0.1", served.port), timeout=10)
     time.sleep(0.8 * HEADER_TIMEOUT)  # a slow handshake uses up most of the deadline
-    with world.identities["agent-1"].ssl_context().wrap_socket(
-        raw, server_hostname="localhost"
-    ) as tls:
+    with (
+        world.identities["agent-1"]
+        .ssl_context()
+        .wrap_socket(raw, server_hostname="localhost") as tls
+    ):
         waited = closed_after(tls, started)
     # counted from the handshake it would be >= 1.8 s
     assert waited < 1.5 * HEADER_TIMEOUT
@@ -381,3 +383,27 @@ def test_connections_per_client_certificate_are_limited(served: Served, world: W
     finally:
         for tls in held:
             tls.close()
+
+
+def test_an_oversized_pipelined_request_is_431_after_the_answer_before_it(
+    served: Served, world: World
+) -> None:
+    oversized = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: %s\r\n\r\n" % (b"p" * 20_000)
+    received = b""
+    with connect(served, world.identities["agent-1"]) as tls:
+        tls.sendall(HEALTHZ + oversized)
+        started = time.monotonic()
+        tls.settimeout(5)
+        try:
+            while chunk := tls.recv(65536):
+                received += chunk
+        except (ConnectionError, ssl.SSLError):
+            pass
+        assert time.monotonic() - started < 3  # then the connection is cut
+    first, _, second = received.partition(b"\r\n\r\n{")  # 200 (JSON body) ...
+    assert first.startswith(b"HTTP/1.1 200 ")
+    at = second.index(b"HTTP/1.1 ")  # ... then the 431
+    here, there = socket.socketpair()
+    with here, there:
+        here.sendall(second[at:])
+        assert_431(read_response(there))

@@ -36,7 +36,6 @@ import os
 import socket
 import ssl
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -52,6 +51,7 @@ from taxaddr.api.handlers import envelope_bytes
 from taxaddr.api.logs import configure_logging, log_event
 from taxaddr.api.runtime import keystore_for
 from taxaddr.api.workers import PortLock, Supervisor, listen_socket
+from taxaddr.audit.leaf import new_server_id
 from taxaddr.config import Settings, worker_count
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.errors import KeyMaterialError, RateLimited, RequestHeaderTooLarge
@@ -168,6 +168,7 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
         self._head_fields = 0
         self._client: bytes | None = None  # the certificate counted in open_per_client
         self._refusal: tuple[int, str, str] | None = None  # (status, code, message)
+        self._deferred: tuple[int, str, str] | None = None  # after the response in progress
         self._answered = False
 
     # -- connection ---------------------------------------------------------------------
@@ -258,6 +259,15 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
             self._header_timer = None
         super().on_headers_complete()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        deferred, self._deferred = self._deferred, None
+        if deferred is not None:  # a refused pipelined request waited for this response
+            self._unset_keepalive_if_required()
+            if not self.transport.is_closing():
+                self._write_answer(*deferred)
+            self._cut_after_linger()
+
     # -- answers at the edge --------------------------------------------------------------
 
     def _header_refusal(self) -> tuple[int, str, str]:
@@ -280,28 +290,20 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
 
     def _answer_at_edge(self, status: int, code: str, message: str) -> None:
         """Answer with the contract's envelope without calling the application (no
-        leaf, no body read), then close the connection."""
+        leaf, no body read), then close the connection. Behind a response still being
+        written (pipelining), the answer waits for it."""
         self._answered = True
         if self.cycle is not None and not self.cycle.response_complete:
-            # a response is being written: no second one in between; close after it
-            self.cycle.keep_alive = False
-            self._cut_after_linger()
+            self._deferred = (status, code, message)
+            self.transport.pause_reading()
             return
-        request_id = uuid.uuid4().hex
-        body = envelope_bytes(code, message, request_id)
-        head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        if status == RateLimited.status:
-            head.append(b"retry-after: 1\r\n")
-        head += [
-            b"content-type: application/json\r\n",
-            b"content-length: %d\r\n" % len(body),
-            b"x-request-id: " + request_id.encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
-            body,
-        ]
-        self.transport.write(b"".join(head))
+        self._write_answer(status, code, message)
+        self._cut_after_linger()
+
+    def _write_answer(self, status: int, code: str, message: str) -> None:
+        """The envelope, its metric and its access-log line (written first, so that the
+        line exists once the client has the answer)."""
+        request_id = new_server_id()  # the middleware's kind of id (never TIN-shaped)
         url: bytes = getattr(self, "url", b"")  # set once a request line began
         disclosure = url.split(b"?", 1)[0] == DISCLOSURE_PATH
         outcome = None
@@ -317,7 +319,20 @@ class ClientCertHttpToolsProtocol(HttpToolsProtocol):
             outcome=outcome,
             code=code,
         )
-        self._cut_after_linger()
+        body = envelope_bytes(code, message, request_id)
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        if status == RateLimited.status:
+            head.append(b"retry-after: 1\r\n")
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"x-request-id: " + request_id.encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+        self.transport.write(b"".join(head))
 
     def _cut_after_linger(self) -> None:
         """Read nothing more, and cut the connection after :data:`EDGE_LINGER_SECONDS`,
