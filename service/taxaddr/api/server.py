@@ -49,6 +49,7 @@ from taxaddr import metrics
 from taxaddr.api.app import create_app
 from taxaddr.api.handlers import envelope_bytes
 from taxaddr.api.logs import configure_logging, log_event
+from taxaddr.api.readiness import startup_checks
 from taxaddr.api.runtime import keystore_for
 from taxaddr.api.workers import PortLock, Supervisor, listen_socket
 from taxaddr.audit.leaf import new_server_id
@@ -498,6 +499,7 @@ def serve(settings: Settings) -> None:
     keystore = keystore_for(settings)
     workers = worker_count(settings)
     with PortLock(settings.port):  # one service per port: a second serve stops here
+        startup_checks(settings)  # database, keys, policy: one line and exit 1 if broken
         if workers > 1:
             build_ssl_context(keystore)  # refuse unusable key material before any worker starts
             status = Supervisor(

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from taxaddr.api.readiness import startup_checks
 from taxaddr.api.server import serve as run_server
 from taxaddr.config import get_settings
 
@@ -26,9 +25,7 @@ def serve(
         updates["host"] = host
     if port is not None:
         updates["port"] = port
-    effective = settings.model_copy(update=updates) if updates else settings
-    startup_checks(effective)  # a broken database, key store or policy: one line, exit 1
-    run_server(effective)
+    run_server(settings.model_copy(update=updates) if updates else settings)
 
 
 def register(app: typer.Typer) -> None:
