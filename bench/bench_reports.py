@@ -40,11 +40,10 @@ from sqlalchemy.orm import Session
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import LeafInput, case_number_hash, format_time, parse_time
 from taxaddr.audit.log import bulk_append, read_head
-from taxaddr.audit.models import HEAD_ID, AuditHead, AuditLeaf
-from taxaddr.cases.models import CaseReference
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import init_dev_keys
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.schema import HEAD_ID, AuditHead, AuditLeaf, CaseReference
 from taxaddr.errors import CODE_ORDER
 from taxaddr.migrate import upgrade
 

@@ -7,7 +7,7 @@ import os
 from alembic import context
 from sqlalchemy import pool
 
-import taxaddr.models
+import taxaddr.db.schema
 from taxaddr.db import Base, make_engine
 
 config = context.config

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 import taxaddr.api.disclosure as disclosure_mod
 from taxaddr.api.runtime import engine_for
-from taxaddr.audit.models import AuditAccounting
+from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable
 from tests.api.apikit import (
     Identity,

@@ -12,9 +12,9 @@ from taxaddr.audit.accounting import (
     rewrap_accounting,
 )
 from taxaddr.audit.log import append_leaf
-from taxaddr.audit.models import AuditAccounting
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable, IntegrityError
 from tests.audit.conftest import make_leaf
 

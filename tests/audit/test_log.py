@@ -17,7 +17,6 @@ from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import canonical
 from taxaddr.audit.log import append_leaf, bulk_append, read_head
-from taxaddr.audit.models import AuditLeaf, AuditNode
 from taxaddr.audit.service import (
     consistency_proof,
     consistency_proof_json,
@@ -29,6 +28,7 @@ from taxaddr.audit.service import (
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import AuditLeaf, AuditNode
 from taxaddr.errors import AuditUnavailable, RequestInvalid
 from tests.audit.conftest import make_leaf
 

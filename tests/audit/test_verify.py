@@ -12,11 +12,11 @@ from sqlalchemy import Engine, select, text, update
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import Checkpoint, sign_checkpoint
 from taxaddr.audit.log import read_head
-from taxaddr.audit.models import AuditCheckpoint, AuditHead, AuditLeaf
 from taxaddr.audit.service import VerifyReport, latest_checkpoint, verify_log
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import AuditCheckpoint, AuditHead, AuditLeaf
 from taxaddr.errors import IntegrityError
 
 

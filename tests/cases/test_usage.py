@@ -12,10 +12,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from taxaddr.cases.models import CaseReference
 from taxaddr.cases.usage import list_cases, record_case, reserve_disclosure, usage
 from taxaddr.cases.verify import VerifiedCase
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.schema import CaseReference
 from taxaddr.errors import CaseReferenceMalformed, DatabaseUnavailable
 from tests.cases.casekit import NOW
 

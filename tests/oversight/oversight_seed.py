@@ -11,9 +11,9 @@ from sqlalchemy import Engine, insert
 
 from taxaddr.audit.leaf import LeafInput, case_number_hash
 from taxaddr.audit.log import bulk_append
-from taxaddr.cases.models import CaseReference
 from taxaddr.crypto.envelope import subject_ref
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import CaseReference
 
 # Synthetic people (no real person): they must never show up in oversight output.
 TINS = ("123-45-6789", "900-70-1234", "234-56-7890")

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.models import AuditLeaf
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import AuditLeaf
 from taxaddr.errors import UsageError
 from taxaddr.reports import document, signing
 from taxaddr.reports.compliance import (

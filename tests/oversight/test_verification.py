@@ -10,10 +10,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.models import AuditLeaf
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import AuditLeaf
 from taxaddr.oversight.dashboard import CheckpointView, build_view, render_html
 from taxaddr.oversight.verification import VerificationMonitor, VerificationResult, verify_now
 

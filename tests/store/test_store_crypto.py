@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.db.schema import address_records as t
 from taxaddr.errors import IntegrityError, KeyMaterialError
 from taxaddr.store.importer import ImportReport
 from taxaddr.store.lookup import lookup_address
-from taxaddr.store.models import address_records as t
 from taxaddr.store.normalize import normalize_tin
 from taxaddr.store.records import BlindIndexer
 from tests.pg import PgCluster

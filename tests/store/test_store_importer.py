@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.db.schema import address_records
 from taxaddr.errors import KeyMaterialError, UsageError
 from taxaddr.store.importer import RowProblem, import_file
 from taxaddr.store.lookup import lookup_address
-from taxaddr.store.models import address_records
 from tests.store.store_helpers import SEED_ROWS, write_csv, write_jsonl
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from taxaddr.db import make_engine
+from taxaddr.db.schema import address_records
 from taxaddr.migrate import upgrade
-from taxaddr.store.models import address_records
 from taxaddr.store.sample import write_sample
 
 BATCH = 500

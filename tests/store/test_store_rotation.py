@@ -10,10 +10,10 @@ from sqlalchemy.orm import Session
 
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.db.schema import address_records as t
 from taxaddr.errors import IntegrityError, KeyMaterialError
 from taxaddr.store.importer import import_file
 from taxaddr.store.lookup import lookup_address
-from taxaddr.store.models import address_records as t
 from taxaddr.store.rotation import rotate_kek
 from taxaddr.store.sample import generate
 from tests.store.store_helpers import SEED_ROWS, write_csv

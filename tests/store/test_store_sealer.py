@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.db.schema import address_records as t
 from taxaddr.errors import IntegrityError
 from taxaddr.store.importer import import_file
-from taxaddr.store.models import address_records as t
 from taxaddr.store.records import (
     ADDRESS_FIELD,
     NAME_FIELD,

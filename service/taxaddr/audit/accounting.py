@@ -17,10 +17,10 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.models import AuditAccounting
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import driver_fetchone
+from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable, IntegrityError, KeyMaterialError, TaxaddrError
 
 _TABLE = cast(Table, AuditAccounting.__table__)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import LeafInput, build_leaf, canonical
-from taxaddr.audit.models import HEAD_ID, AuditHead, AuditLeaf, AuditNode
+from taxaddr.db.schema import HEAD_ID, AuditHead, AuditLeaf, AuditNode
 from taxaddr.errors import AuditUnavailable
 
 _LEAVES = cast(Table, AuditLeaf.__table__)

@@ -27,10 +27,10 @@ from taxaddr.audit.checkpoint import (
 )
 from taxaddr.audit.leaf import INDEX_MARKER
 from taxaddr.audit.log import Head, publish_tree_size, read_head
-from taxaddr.audit.models import AuditCheckpoint, AuditLeaf, AuditNode
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.schema import AuditCheckpoint, AuditLeaf, AuditNode
 from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000

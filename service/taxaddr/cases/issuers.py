@@ -20,9 +20,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases import jws
-from taxaddr.cases.models import ISSUER_ID_MAX, KID_MAX, CaseIssuer, CaseIssuerKey
 from taxaddr.config import Settings
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.schema import ISSUER_ID_MAX, KID_MAX, CaseIssuer, CaseIssuerKey
 from taxaddr.errors import DatabaseUnavailable, UsageError
 
 ISSUER_ID_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:/-]{{0,{ISSUER_ID_MAX - 1}}}")

@@ -33,9 +33,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from taxaddr.cases.models import CaseReference
 from taxaddr.cases.verify import VerifiedCase
 from taxaddr.db import Base, driver_fetchone
+from taxaddr.db.schema import CaseReference
 from taxaddr.errors import CaseReferenceMalformed
 
 

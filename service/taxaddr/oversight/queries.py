@@ -23,8 +23,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from taxaddr.audit.leaf import display_statute
-from taxaddr.audit.models import AuditLeaf
-from taxaddr.cases.models import CaseReference
+from taxaddr.db.schema import AuditLeaf, CaseReference
 
 OUTCOMES = ("disclosed", "denied", "no_match", "error")
 

@@ -26,8 +26,8 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db.schema import address_records
 from taxaddr.errors import DatabaseUnavailable, ImportRowError, UsageError
-from taxaddr.store.models import address_records
 from taxaddr.store.normalize import (
     MAX_CITY,
     MAX_NAME,

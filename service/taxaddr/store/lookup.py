@@ -23,8 +23,8 @@ from weakref import WeakKeyDictionary
 from sqlalchemy.orm import Session
 
 from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db.schema import address_records
 from taxaddr.errors import DatabaseUnavailable, ImportRowError, KeyMaterialError, NoUniqueMatch
-from taxaddr.store.models import address_records
 from taxaddr.store.normalize import normalize_name, normalize_tax_period, normalize_tin
 from taxaddr.store.records import (
     AddressFields,

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db.schema import ADDRESS_TABLE
 from taxaddr.errors import IntegrityError
-from taxaddr.store.models import ADDRESS_TABLE
 
 _encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 NAME_FIELD = "name"

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from taxaddr.audit.accounting import accounting_kek_versions, rewrap_accounting
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import write_transaction
+from taxaddr.db.schema import address_records
 from taxaddr.errors import DatabaseUnavailable, IntegrityError, UsageError
-from taxaddr.store.models import address_records
 from taxaddr.store.tx import write_connection
 
 DEFAULT_BATCH_SIZE = 1000
