@@ -93,7 +93,6 @@ def build(
     policy_dir: Path = REPO / "policies",
 ) -> dict[str, Any]:
     """Create the world through the service's own code paths; returns what clients need."""
-    from taxaddr.api.identity import add_requester
     from taxaddr.api.runtime import engine_for, keystore_for
     from taxaddr.cases.issue import CaseSpec, sign_case_reference
     from taxaddr.cases.issuers import add_from_file
@@ -101,6 +100,7 @@ def build(
     from taxaddr.crypto import pki
     from taxaddr.crypto.keystore import DEV_ISSUER_ID, init_dev_keys
     from taxaddr.db import write_transaction
+    from taxaddr.disclosure.identity import add_requester
     from taxaddr.migrate import upgrade
     from taxaddr.store.importer import import_file
 
@@ -260,16 +260,16 @@ def run_phase(
 # With --gil py-spy reports the GIL's last holder, so a thread blocked on the write
 # lock (GIL released, nobody else running) shows up as "DisclosureService.write".
 SPY_PARTS: list[tuple[str, tuple[str, ...]]] = [
-    ("queued on the write lock: process idle (api)", ("DisclosureService.write (",)),
+    ("queued on the write lock: process idle (disclosure)", ("DisclosureService.write (",)),
     ("policy evaluation (policy)", ("taxaddr/policy/",)),
     ("encrypted accounting record (audit)", ("audit/accounting.py",)),
     ("audit append (audit)", ("audit/log.py", "audit/leaf.py")),
     ("store lookup (store)", ("taxaddr/store/",)),
     ("case verification + usage (cases)", ("taxaddr/cases/",)),
-    ("identity lookup (api)", ("api/identity.py",)),
-    ("receipt (api)", ("api/receipt.py",)),
-    ("commit/begin/session (db)", ("taxaddr/db.py", "sqlalchemy/orm/session.py")),
-    ("disclosure steps, metrics (api)", ("api/disclosure.py",)),
+    ("identity lookup (disclosure)", ("disclosure/identity.py",)),
+    ("receipt (disclosure)", ("disclosure/receipt.py",)),
+    ("commit/begin/session (db)", ("taxaddr/db/", "sqlalchemy/orm/session.py")),
+    ("disclosure steps (disclosure)", ("disclosure/core.py",)),
     ("access log, edge (api)", ("api/middleware.py", "api/logs.py", "logging/")),
     ("TLS read/write (ssl)", ("ssl.py", "sslproto.py")),
     ("HTTP parsing, httptools/h11 (uvicorn)", ("h11/", "uvicorn/", "httptools")),
@@ -320,8 +320,8 @@ def profile_disclosures(world: dict[str, Any], n: int) -> str:
     """cProfile of the in-process disclosure path (no HTTP/TLS), top entries."""
     os.environ.update(world["env"])
     from taxaddr.api.app import create_app
-    from taxaddr.api.disclosure import Trace, disclose
     from taxaddr.config import get_settings
+    from taxaddr.disclosure.core import Trace, disclose
 
     get_settings.cache_clear()
     app = create_app(get_settings())

@@ -322,10 +322,10 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
     import httpx
 
     from taxaddr.api.app import create_app
-    from taxaddr.api.identity import add_requester
     from taxaddr.api.runtime import dispose_engines, engine_for, keystore_for
     from taxaddr.api.server import ServerThread, make_config
     from taxaddr.crypto import pki
+    from taxaddr.disclosure.identity import add_requester
 
     settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=REPO / "policies")
     keystore = keystore_for(settings)

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 
 from taxaddr.api.app import create_app
-from taxaddr.api.identity import add_requester
 from taxaddr.api.runtime import dispose_engines, engine_for, keystore_for
 from taxaddr.api.server import ServerThread, make_config
 from taxaddr.cases.issue import CaseSpec, sign_case_reference
@@ -31,6 +30,7 @@ from taxaddr.config import Settings
 from taxaddr.crypto import pki
 from taxaddr.crypto.keystore import DEV_ISSUER_ID, FileKeyStore, init_dev_keys
 from taxaddr.db import write_transaction
+from taxaddr.disclosure.identity import add_requester
 from taxaddr.migrate import upgrade
 from taxaddr.store.importer import import_file
 

@@ -13,12 +13,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
-from taxaddr.api.receipt import verify_receipt
 from taxaddr.api.runtime import engine_for
 from taxaddr.audit.leaf import canonical
 from taxaddr.cases.issue import revoke as revoke_case
 from taxaddr.cases.usage import usage
 from taxaddr.db import write_transaction
+from taxaddr.disclosure.receipt import verify_receipt
 from tests.api.apikit import (
     AMBIGUOUS,
     JANE,
@@ -276,7 +276,7 @@ def test_other_roles_cannot_request_disclosures(
 
 
 def test_revoked_requester_is_refused_and_audited(server: RunningServer, world: World) -> None:
-    from taxaddr.api.requesters import revoke
+    from taxaddr.disclosure.requesters import revoke
 
     ident = world.identity("agent-soon-gone")
     revoke(world.settings, ident.id)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-import taxaddr.api.disclosure as disclosure_mod
+import taxaddr.disclosure.core as disclosure_mod
 from taxaddr.api.runtime import engine_for
 from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable

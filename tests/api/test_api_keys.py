@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from taxaddr.api.identity import revoke_requester
 from taxaddr.api.runtime import engine_for
 from taxaddr.db import write_transaction
+from taxaddr.disclosure.identity import revoke_requester
 from tests.api.apikit import REPO, Identity, RunningServer, World, body
 
 KEYS = {"audit_vkey", "receipt_jwk", "report_public_key_pem"}

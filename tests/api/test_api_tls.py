@@ -9,9 +9,9 @@ import ssl
 import httpx
 import pytest
 
-from taxaddr.api.requesters import revoke
 from taxaddr.api.server import build_ssl_context
 from taxaddr.crypto import pki
+from taxaddr.disclosure.requesters import revoke
 from tests.api.apikit import Identity, RunningServer, World
 
 

@@ -30,10 +30,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from taxaddr.api.identity import revoke_requester
 from taxaddr.api.runtime import engine_for
 from taxaddr.config import Settings
 from taxaddr.db import write_transaction
+from taxaddr.disclosure.identity import revoke_requester
 from taxaddr.reports.compliance import verify_report
 from taxaddr.store.importer import import_file
 from tests.api.apikit import (

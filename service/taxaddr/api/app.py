@@ -1,4 +1,4 @@
-"""The FastAPI application: routes are thin; decisions live in :mod:`taxaddr.api.disclosure`."""
+"""The FastAPI application: routes are thin; decisions live in :mod:`taxaddr.disclosure.core`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from taxaddr.api import audit_routes, handlers, openapi
 from taxaddr.api.deps import CurrentRequester, client_cert_der, get_service, get_trace
-from taxaddr.api.disclosure import DisclosureService, disclose, statute_allow_list
 from taxaddr.api.middleware import EdgeMiddleware
 from taxaddr.api.ratelimit import Limiter, RateLimiter, SharedRateLimiter
 from taxaddr.api.readiness import readiness
@@ -24,6 +23,7 @@ from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.config import Settings, get_settings
 from taxaddr.crypto.published import public_keys
 from taxaddr.db import background_checkpoints
+from taxaddr.disclosure.core import DisclosureService, disclose, statute_allow_list
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text}

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from taxaddr.api.deps import get_service, require_role
-from taxaddr.api.identity import Requester
 from taxaddr.audit import service as audit_service
+from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import NotFound
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from taxaddr.api.disclosure import DisclosureService, Trace
-from taxaddr.api.identity import Requester, identify
+from taxaddr.disclosure.core import DisclosureService, Trace
+from taxaddr.disclosure.identity import Requester, identify
 from taxaddr.errors import RoleForbidden
 
 TRACE_KEY = "taxaddr.trace"

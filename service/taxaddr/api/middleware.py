@@ -17,10 +17,10 @@ from typing import Any
 
 from taxaddr import metrics
 from taxaddr.api.deps import TRACE_KEY
-from taxaddr.api.disclosure import Trace
 from taxaddr.api.handlers import envelope_bytes
 from taxaddr.api.logs import log_event
 from taxaddr.audit.leaf import new_server_id
+from taxaddr.disclosure.core import Trace
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

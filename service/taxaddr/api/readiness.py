@@ -29,13 +29,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from taxaddr.api.disclosure import DisclosureService
 from taxaddr.api.logs import configure_logging, log_event
 from taxaddr.api.runtime import keystore_for
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import exposed_key_files
 from taxaddr.db import WriterQueue, is_sqlite, make_engine, sqlite_file
+from taxaddr.disclosure.core import DisclosureService
 from taxaddr.errors import (
     AuditUnavailable,
     DatabaseUnavailable,

@@ -8,7 +8,7 @@ generated requests look like real ones) but not enforced here.
 What may reach the permanent audit log is decided here first: ``request_id`` must
 be a UUID in canonical lowercase form (anything else is 422 ``request_invalid``);
 ``statute`` never enters a leaf as sent (the leaf carries a known statute or
-``other``, see :mod:`taxaddr.api.disclosure`).
+``other``, see :mod:`taxaddr.disclosure.core`).
 """
 
 from __future__ import annotations

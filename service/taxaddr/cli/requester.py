@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from taxaddr.api.requesters import register_requester, revoke
 from taxaddr.config import get_settings
+from taxaddr.disclosure.requesters import register_requester, revoke
 
 requester_app = typer.Typer(
     help="Register and revoke client identities (mTLS certificates).", no_args_is_help=True

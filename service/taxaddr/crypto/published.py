@@ -19,10 +19,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from taxaddr.api.receipt import key_id
 from taxaddr.audit.service import verifier_key
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, ed25519_jwk
+from taxaddr.disclosure.receipt import key_id
 
 
 def public_keys(keystore: KeyStore, settings: Settings) -> dict[str, Any]:

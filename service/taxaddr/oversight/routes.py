@@ -15,12 +15,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr import metrics
 from taxaddr.api.deps import get_service, require_role
-from taxaddr.api.disclosure import DisclosureService
-from taxaddr.api.identity import Requester
 from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.db import write_transaction
+from taxaddr.disclosure.core import DisclosureService
+from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import RequestInvalid, TaxaddrError
 from taxaddr.oversight import exposition
 from taxaddr.oversight.dashboard import CheckpointView, build_view, default_period, render_html

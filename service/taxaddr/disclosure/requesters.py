@@ -10,17 +10,17 @@ from pathlib import Path
 from cryptography import x509
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from taxaddr.api.identity import (
+from taxaddr.api.runtime import engine_for, keystore_for
+from taxaddr.config import Settings
+from taxaddr.crypto import pki
+from taxaddr.db import write_transaction
+from taxaddr.disclosure.identity import (
     RequesterRecord,
     add_requester,
     get_record,
     revoke_requester,
     validate_registration,
 )
-from taxaddr.api.runtime import engine_for, keystore_for
-from taxaddr.config import Settings
-from taxaddr.crypto import pki
-from taxaddr.db import write_transaction
 from taxaddr.errors import KeyMaterialError, UsageError
 
 

@@ -52,9 +52,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr import metrics
-from taxaddr.api.identity import RequesterRecord, lookup_identity
 from taxaddr.api.ratelimit import Limiter
-from taxaddr.api.receipt import ReceiptSigner
 from taxaddr.api.schemas import DisclosureRequest
 from taxaddr.audit.accounting import record_accounting
 from taxaddr.audit.leaf import (
@@ -81,6 +79,8 @@ from taxaddr.db import (
     unpin_session,
     write_transaction,
 )
+from taxaddr.disclosure.identity import RequesterRecord, lookup_identity
+from taxaddr.disclosure.receipt import ReceiptSigner
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,

@@ -16,10 +16,10 @@ from cryptography import x509
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from taxaddr.api.models import ROLES, RequesterRow
 from taxaddr.audit.leaf import tin_shaped
 from taxaddr.crypto import pki
 from taxaddr.db import driver_fetchone
+from taxaddr.db.schema import ROLES, RequesterRow
 from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
