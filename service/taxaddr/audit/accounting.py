@@ -19,16 +19,12 @@ from sqlalchemy.orm import Session
 
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.db import driver_fetchone
+from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable, IntegrityError, KeyMaterialError, TaxaddrError
 
 _TABLE = cast(Table, AuditAccounting.__table__)
 _AAD_TABLE = "audit_accounting"
-_INSERT_SQL = (
-    "INSERT INTO audit_accounting (leaf_index, kek_version, wrapped_key, ciphertext) "
-    "VALUES ({p}, {p}, {p}, {p})"
-)
 _AAD_FIELD = "detail"
 
 
@@ -49,9 +45,9 @@ def record_accounting(
         data_key = envelope.new_data_key()
         kek_version, wrapped = keystore.wrap(data_key)
         ciphertext = envelope.seal(data_key, plaintext, accounting_aad(leaf_index))
-        # Plain SQL on the transaction's connection: building the expression per call
-        # cost several times the insert itself on the disclosure path.
-        driver_fetchone(session, _INSERT_SQL, (leaf_index, kek_version, wrapped, ciphertext))
+        # A compiled statement on the transaction's connection: building the expression
+        # per call cost several times the insert itself on the disclosure path.
+        audit_repo.insert_accounting(session, leaf_index, kek_version, wrapped, ciphertext)
     except (AuditUnavailable, KeyMaterialError):
         raise  # a missing or unusable KEK is 503 keys_unavailable (the caller rolls back)
     except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:

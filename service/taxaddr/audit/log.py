@@ -12,62 +12,24 @@ audit leaf, no disclosure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import LeafInput, build_leaf, canonical
-from taxaddr.db.schema import HEAD_ID, AuditHead, AuditLeaf, AuditNode
+from taxaddr.db.repositories import audit as audit_repo
+from taxaddr.db.schema import HEAD_ID, audit_head
 from taxaddr.errors import AuditUnavailable
 
-_LEAVES = cast(Table, AuditLeaf.__table__)
-_NODES = cast(Table, AuditNode.__table__)
-_HEAD = cast(Table, AuditHead.__table__)
-
+_HEAD = audit_head
 _READ_HEAD = select(_HEAD.c.tree_size, _HEAD.c.compact_range).where(_HEAD.c.id == HEAD_ID)
-
-# Plain constants (no user input); "?" becomes "%s" for drivers with the format style.
-_SQL_LOCK_HEAD = "SELECT tree_size, compact_range FROM audit_head WHERE id = ?"
-_SQL_INSERT_HEAD = "INSERT INTO audit_head (id, tree_size, compact_range) VALUES (?, ?, ?)"
-_SQL_INSERT_LEAF = (
-    "INSERT INTO audit_leaves (leaf_index, time, day, agency, statute, outcome, reason, "
-    "case_jti, subject_ref, leaf_json, leaf_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_SQL_INSERT_NODE = "INSERT INTO audit_nodes (level, node_index, hash) VALUES (?, ?, ?)"
-_SQL_UPDATE_HEAD = "UPDATE audit_head SET tree_size = ?, compact_range = ? WHERE id = ?"
-
-
-class _Driver:
-    """The append's statements on the transaction's own DB-API cursor.
-
-    Appends sit on the hot path of every disclosure; issuing four prepared
-    statements on the driver cursor costs a fraction of going through the SQL
-    expression layer each time. Same connection, same transaction as the caller.
-    """
-
-    def __init__(self, conn: Connection) -> None:
-        dialect = conn.dialect
-        self.sqlite = dialect.name == "sqlite"
-        self.error: type[Exception] = dialect.loaded_dbapi.Error
-        self.cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        qmark = dialect.paramstyle == "qmark"
-
-        def sql(statement: str) -> str:
-            return statement if qmark else statement.replace("?", "%s")
-
-        # SQLite needs no row lock: the caller's BEGIN IMMEDIATE already serializes writers.
-        self.lock_head = sql(_SQL_LOCK_HEAD if self.sqlite else _SQL_LOCK_HEAD + " FOR UPDATE")
-        self.insert_head = sql(_SQL_INSERT_HEAD)
-        self.insert_leaf = sql(_SQL_INSERT_LEAF)
-        self.insert_node = sql(_SQL_INSERT_NODE)
-        self.update_head = sql(_SQL_UPDATE_HEAD)
 
 
 @dataclass(frozen=True)
@@ -95,34 +57,33 @@ def append_leaf(session: Session, leaf: LeafInput) -> AppendedLeaf:
 
 def bulk_append(session: Session, leaves: Sequence[LeafInput]) -> list[AppendedLeaf]:
     """Append several leaves under one head lock (imports, tests and benchmarks)."""
-    driver: _Driver | None = None
+    driver: audit_repo.Appender | None = None
     try:
-        driver = _Driver(session.connection())
-        cursor = driver.cursor
-        cursor.execute(driver.lock_head, (HEAD_ID,))
-        row = cursor.fetchone()
+        driver = audit_repo.Appender(session)
+        row = driver.lock_head()
         if row is None:
             # Only a schema made without the migration lacks the head row.
-            cursor.execute(driver.insert_head, (HEAD_ID, 0, b""))
+            driver.insert_head(0, b"")
             row = (0, b"")
         compact = _head_from(row[0], row[1]).compact
         leaf_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[int, int, bytes]] = []
         appended: list[AppendedLeaf] = []
+        day = driver.day
         for item in leaves:
             index = compact.size
             obj = build_leaf(index, item)
             data = canonical(obj)
             h = merkle.leaf_hash(data)
-            leaf_rows.append(_leaf_row(index, obj, data, h, sqlite=driver.sqlite))
+            leaf_rows.append(_leaf_row(index, obj, data, h, day))
             node_rows.append((0, index, h))
             node_rows.extend(compact.push_subtree(0, h))
             appended.append(AppendedLeaf(index, h, index + 1, obj))
         if not appended:
             return []
-        cursor.executemany(driver.insert_leaf, leaf_rows)
-        cursor.executemany(driver.insert_node, node_rows)
-        cursor.execute(driver.update_head, (compact.size, b"".join(compact.hashes()), HEAD_ID))
+        driver.insert_leaves(leaf_rows)
+        driver.insert_nodes(node_rows)
+        driver.update_head(compact.size, b"".join(compact.hashes()))
     except AuditUnavailable:
         metrics.AUDIT_APPEND_FAILURES.inc()
         raise
@@ -136,19 +97,19 @@ def bulk_append(session: Session, leaves: Sequence[LeafInput]) -> list[AppendedL
         raise AuditUnavailable("audit log append failed") from exc
     finally:
         if driver is not None:
-            driver.cursor.close()
+            driver.close()
     return appended
 
 
 def _leaf_row(
-    index: int, obj: dict[str, Any], data: bytes, h: bytes, *, sqlite: bool
+    index: int, obj: dict[str, Any], data: bytes, h: bytes, day_value: Callable[[date], Any]
 ) -> tuple[Any, ...]:
     reasons = obj["reason_codes"]
     day = date.fromisoformat(obj["time"][:10])  # the UTC day of an RFC 3339 "Z" time
     return (
         index,
         obj["time"],
-        day.isoformat() if sqlite else day,  # SQLAlchemy's SQLite Date is ISO text
+        day_value(day),  # as the driver takes a Date (SQLite: ISO text)
         obj["agency"],
         obj["statute"],
         obj["outcome"],

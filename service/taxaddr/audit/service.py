@@ -30,15 +30,12 @@ from taxaddr.audit.log import Head, publish_tree_size, read_head
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.db.schema import AuditCheckpoint, AuditLeaf, AuditNode
 from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000
 VERIFY_CHUNK = 1 << 14
-_SQL_NODES = "SELECT level, node_index, hash FROM audit_nodes WHERE "
-_SQL_LEAF_CHUNK = (
-    "SELECT leaf_json FROM audit_leaves WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?"
-)
 
 _LEAVES = cast(Table, AuditLeaf.__table__)
 _NODES = cast(Table, AuditNode.__table__)
@@ -143,22 +140,10 @@ def consistency_proof_json(session: Session, first: int, second: int) -> dict[st
 
 
 def _lookup_nodes(session: Session, ids: set[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    # One primary-key probe per node, OR-ed: SQLite and PostgreSQL both search the key
-    # (a row-value IN list makes SQLite scan). Plain SQL on the driver cursor, because
-    # the statement's shape changes with every proof and compiling it would dominate.
-    keys = sorted(ids)
-    conn = session.connection()
-    term = "(level = ? AND node_index = ?)"
-    if conn.dialect.paramstyle != "qmark":
-        term = term.replace("?", "%s")
-    sql = _SQL_NODES + " OR ".join([term] * len(keys))
-    params = [value for key in keys for value in key]
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, params)
-        found = {(int(level), int(index)): bytes(h) for level, index, h in cursor.fetchall()}
-    finally:
-        cursor.close()
+    # One primary-key probe per node, OR-ed (compiled once per count, run on the driver
+    # cursor: the statement's shape changes with every proof).
+    rows = audit_repo.nodes(session, sorted(ids))
+    found = {(int(level), int(index)): bytes(h) for level, index, h in rows}
     if len(found) != len(ids):
         raise IntegrityError("the audit log is missing stored subtree hashes")
     return found
@@ -262,15 +247,10 @@ def _recompute(
     marker = INDEX_MARKER
     if 0 in by_size:
         _compare(session, compact, by_size[0], 0)
-    conn = session.connection()
-    qmark = conn.dialect.paramstyle == "qmark"
-    query = _SQL_LEAF_CHUNK if qmark else _SQL_LEAF_CHUNK.replace("?", "%s")
     # The driver cursor streams plain tuples; this loop is the verifier's hot path.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with audit_repo.leaf_chunks(session) as read_chunk:
         while position < limit:
-            cursor.execute(query, (position, min(VERIFY_CHUNK, limit - position)))
-            rows = cursor.fetchall()
+            rows = read_chunk(position, min(VERIFY_CHUNK, limit - position))
             if not rows:
                 break
             chunk_start = position
@@ -293,8 +273,6 @@ def _recompute(
                     segment_start = cut
                 if cut in by_size:
                     last_good = _compare(session, compact, by_size[cut], last_good)
-    finally:
-        cursor.close()
     return position, compact.root()
 
 

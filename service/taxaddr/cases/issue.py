@@ -24,11 +24,11 @@ from sqlalchemy.orm import Session
 
 from taxaddr.cases import jws
 from taxaddr.cases.issuers import check_issuer_id, parse_public_jwk
-from taxaddr.cases.usage import insert_ignore, usage
+from taxaddr.cases.usage import usage
 from taxaddr.cases.verify import AUDIENCE, VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import open_keystore
-from taxaddr.db import make_engine, write_transaction
+from taxaddr.db import insert_ignore, make_engine, write_transaction
 from taxaddr.db.schema import JTI_MAX, RevokedCaseJti
 from taxaddr.errors import (
     DatabaseUnavailable,

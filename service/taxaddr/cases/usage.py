@@ -19,22 +19,22 @@ count; on SQLite the caller's ``BEGIN IMMEDIATE`` (:func:`taxaddr.db.write_trans
 already serializes writers. Only when no row qualifies (first sighting, other case
 facts, or an exhausted quota) does it fall back to :func:`record_case` and try once more.
 
-The hot-path statements are plain SQL run through the session's own DBAPI connection
-(same transaction) by :func:`taxaddr.db.driver_fetchone`.
+The hot-path statements are compiled once per dialect (:mod:`taxaddr.db.statements`) and
+run on the session's own DBAPI connection (same transaction) by
+:mod:`taxaddr.db.repositories.cases`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from taxaddr.cases.verify import VerifiedCase
-from taxaddr.db import Base, driver_fetchone
+from taxaddr.db import insert_ignore
+from taxaddr.db.repositories import cases
 from taxaddr.db.schema import CaseReference
 from taxaddr.errors import CaseReferenceMalformed
 
@@ -46,17 +46,6 @@ class CaseUsageRow:
     jti: str
     disclosures_used: int
     max_disclosures: int
-
-
-def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> bool:
-    """INSERT that does nothing if the primary key exists (both dialects); True if inserted."""
-    if session.get_bind().dialect.name == "postgresql":
-        pg_stmt = postgresql.insert(model).values(values).on_conflict_do_nothing()
-        result = session.execute(pg_stmt)
-    else:
-        lite_stmt = sqlite.insert(model).values(values).on_conflict_do_nothing()
-        result = session.execute(lite_stmt)
-    return bool(getattr(result, "rowcount", 0))
 
 
 def record_case(session: Session, vc: VerifiedCase, now: datetime | None = None) -> None:
@@ -88,21 +77,9 @@ def record_case(session: Session, vc: VerifiedCase, now: datetime | None = None)
         )
 
 
-_USAGE_SQL = "SELECT disclosures_used FROM case_references WHERE jti = {p}"
-# The case facts are part of the condition: a row first recorded under this jti for
-# other facts never gives up its quota to this token (record_case then refuses it).
-_RESERVE_SQL = (
-    "UPDATE case_references SET disclosures_used = disclosures_used + 1"
-    " WHERE jti = {p} AND iss = {p} AND number = {p} AND court = {p} AND agency = {p}"
-    " AND max_disclosures = {p} AND disclosures_used < max_disclosures"
-    " RETURNING disclosures_used"
-)
-
-
 def usage(session: Session, jti: str) -> int:
     """Disclosures made so far under case reference ``jti`` (0 if never seen)."""
-    row = driver_fetchone(session, _USAGE_SQL, (jti,))
-    return 0 if row is None else int(row[0])
+    return cases.usage(session, jti) or 0
 
 
 def reserve_disclosure(session: Session, vc: VerifiedCase) -> bool:
@@ -112,12 +89,23 @@ def reserve_disclosure(session: Session, vc: VerifiedCase) -> bool:
     reservation together with the audit leaf. Raises :class:`CaseReferenceMalformed`
     when the jti was first recorded with other case facts.
     """
-    params = (vc.jti, vc.iss, vc.number, vc.court, vc.agency, vc.max_disclosures)
-    if driver_fetchone(session, _RESERVE_SQL, params) is not None:
+    if _reserve(session, vc):
         return True
     # No row qualified: first sighting (insert it), other facts (refused), or exhausted.
     record_case(session, vc)
-    return driver_fetchone(session, _RESERVE_SQL, params) is not None
+    return _reserve(session, vc)
+
+
+def _reserve(session: Session, vc: VerifiedCase) -> bool:
+    return cases.reserve(
+        session,
+        jti=vc.jti,
+        iss=vc.iss,
+        number=vc.number,
+        court=vc.court,
+        agency=vc.agency,
+        maximum=vc.max_disclosures,
+    )
 
 
 def list_cases(session: Session) -> list[CaseUsageRow]:

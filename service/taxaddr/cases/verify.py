@@ -41,7 +41,7 @@ from taxaddr.cases import jws
 from taxaddr.cases.issuers import to_utc
 from taxaddr.config import Settings
 from taxaddr.crypto.envelope import subject_ref
-from taxaddr.db import driver_fetchone
+from taxaddr.db.repositories import cases
 from taxaddr.errors import (
     CaseAlgorithmForbidden,
     CaseAudienceMismatch,
@@ -150,23 +150,13 @@ class VerifiedCase:
         }
 
 
-# Steps 4 and 9 read the database in ONE round trip on the session's connection, in
-# plain SQL through the driver: through the SQL expression layer this query cost
+# Steps 4 and 9 read the database in ONE round trip on the session's connection, a
+# statement compiled once and run on the driver: through the expression layer it cost
 # several times the Ed25519 verify itself. What step 9 needs (is the payload's jti
 # revoked; what case facts were first seen under it) is fetched with the key but only
 # consulted at step 9, after the signature has proved that jti.
-_KEY_AND_REVOCATION_SQL = (
-    "SELECT k.alg, k.public_key, k.not_before, k.not_after, k.removed_at, i.removed_at,"
-    " (SELECT COUNT(*) FROM revoked_case_jtis r WHERE r.jti = {p}),"
-    " c.iss, c.number, c.court, c.agency, c.max_disclosures"
-    " FROM case_issuer_keys k JOIN case_issuers i ON i.id = k.iss"
-    " LEFT JOIN case_references c ON c.jti = {p}"
-    " WHERE k.iss = {p} AND k.kid = {p}"
-)
-
-
 def _key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple[Any, ...] | None:
-    return driver_fetchone(session, _KEY_AND_REVOCATION_SQL, (jti, jti, iss, kid))
+    return cases.key_and_revocation(session, iss, kid, jti)
 
 
 def _stored_time(value: datetime | str | None) -> datetime | None:

@@ -3,11 +3,24 @@
 The same code runs on SQLite (embedded default) and PostgreSQL (production); every
 difference between the two is confined to this package:
 
+* :mod:`taxaddr.db.database` — the :class:`Database` Protocol and its two implementations
+  (:class:`SqliteDatabase`, :class:`PostgresDatabase`). The composition root calls
+  :func:`open_database(settings) <open_database>` once; ``database.engine`` remains for
+  code that needs a SQLAlchemy ``Engine``;
 * :mod:`taxaddr.db.schema` — every table (the declarative ``Base``; Alembic's target);
-* :mod:`taxaddr.db.engine` — engines, connection pragmas, durability checks, sessions;
-* :mod:`taxaddr.db.driver` — statements run on the DBAPI connection, driver-error mapping;
+* :mod:`taxaddr.db.statements` — every hot statement, built from the tables and compiled
+  once per dialect into the driver string it runs;
+* :mod:`taxaddr.db.repositories` — one module per aggregate (requesters and the replay
+  guard, cases, address records, audit log and accounting): the domain's only SQL;
+* :mod:`taxaddr.db.engine` — engines, connection pragmas, durability checks, sessions and
+  write transactions (``BEGIN IMMEDIATE`` on SQLite), snapshot reads, insert-or-ignore;
+* :mod:`taxaddr.db.driver` — compiled statements run on the DBAPI cursor, with driver
+  errors re-raised as SQLAlchemy's;
 * :mod:`taxaddr.db.writer` — the cross-process writer queue of a SQLite file;
 * :mod:`taxaddr.db.checkpoint` — background WAL checkpoints.
+
+This package sits below every domain package: it imports only ``taxaddr.config`` (for
+types) and ``taxaddr.errors``.
 """
 
 from taxaddr.db.checkpoint import (
@@ -16,15 +29,25 @@ from taxaddr.db.checkpoint import (
     background_checkpoints,
     stop_background_checkpoints,
 )
-from taxaddr.db.driver import driver_datetime, driver_fetchone
+from taxaddr.db.database import (
+    Database,
+    PostgresDatabase,
+    SqliteDatabase,
+    database_for,
+    open_database,
+    opened,
+)
 from taxaddr.db.engine import (
     SQLITE_MMAP_BYTES,
     SQLITE_SYNCHRONOUS_ENV,
     SQLITE_SYNCHRONOUS_MODES,
+    bulk_write_connection,
+    insert_ignore,
     is_sqlite,
     make_engine,
     pinned_session,
     session_factory,
+    snapshot_session,
     sqlite_file,
     sqlite_synchronous,
     unpin_session,
@@ -41,15 +64,22 @@ __all__ = [
     "SQLITE_SYNCHRONOUS_MODES",
     "WRITER_LOCK_DEADLINE_SECONDS",
     "Base",
+    "Database",
+    "PostgresDatabase",
+    "SqliteDatabase",
     "WalCheckpointer",
     "WriterQueue",
     "background_checkpoints",
-    "driver_datetime",
-    "driver_fetchone",
+    "bulk_write_connection",
+    "database_for",
+    "insert_ignore",
     "is_sqlite",
     "make_engine",
+    "open_database",
+    "opened",
     "pinned_session",
     "session_factory",
+    "snapshot_session",
     "sqlite_file",
     "sqlite_synchronous",
     "stop_background_checkpoints",

@@ -1,14 +1,16 @@
-"""Statements run on the DBAPI connection directly, and the value adapters they need."""
+"""Compiled statements run on the DBAPI connection directly, with SQLAlchemy's errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+
+from taxaddr.db.statements import Statements, statements_for
 
 
 @contextmanager
@@ -23,25 +25,17 @@ def _sqlalchemy_errors(dialect: Any, sql: str, params: tuple[Any, ...]) -> Itera
         raise DBAPIError.instance(sql, params, exc, dbapi_error, dialect=dialect) from exc
 
 
-_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+def fetchone(session: Session, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """One row of a compiled hot-path statement (:mod:`taxaddr.db.statements`), run on
+    the session's connection in its current transaction, through the DBAPI cursor.
 
-
-def driver_fetchone(
-    session: Session, template: str, params: tuple[Any, ...]
-) -> tuple[Any, ...] | None:
-    """One row of a plain-SQL hot-path statement, run on the session's connection.
-
-    ``template`` marks parameters as ``{p}`` (the driver's placeholder is filled in).
-    The statement runs in the session's current transaction through the DBAPI cursor:
-    for the few statements every request runs, the SQL expression layer costs several
+    For the few statements every request runs, the SQL expression layer costs several
     times the database work. Driver errors are re-raised as SQLAlchemy's.
     """
     connection = session.connection()
-    dialect = connection.dialect
-    sql = template.format(p=_PLACEHOLDER[dialect.paramstyle])
     cursor = connection.connection.cursor()
     try:
-        with _sqlalchemy_errors(dialect, sql, params):
+        with _sqlalchemy_errors(connection.dialect, sql, tuple(params)):
             cursor.execute(sql, params)
             row = cursor.fetchone() if cursor.description is not None else None
     finally:
@@ -49,10 +43,23 @@ def driver_fetchone(
     return None if row is None else tuple(row)
 
 
-def driver_datetime(session: Session, value: datetime) -> datetime | str:
-    """An aware datetime as the driver should receive it for a ``DateTime(timezone=True)``
-    column: SQLite stores SQLAlchemy's text form (UTC wall clock, no offset), as the
-    expression layer would write it; other drivers take the datetime itself."""
-    if session.get_bind().dialect.name != "sqlite":
-        return value
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+def fetchall(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """Every row of a compiled statement on ``connection``'s DBAPI cursor (its transaction)."""
+    cursor = connection.connection.cursor()
+    try:
+        with _sqlalchemy_errors(connection.dialect, sql, tuple(params)):
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def statements(session: Session) -> Statements:
+    """The compiled statements of the session's dialect."""
+    return statements_for(session.get_bind().dialect)
+
+
+def is_driver_error(connection: Connection, exc: BaseException) -> bool:
+    """Whether ``exc`` is an error of ``connection``'s DBAPI driver (raised by a cursor
+    used directly, not yet wrapped by SQLAlchemy)."""
+    return isinstance(exc, connection.dialect.loaded_dbapi.Error)

@@ -18,16 +18,12 @@ from sqlalchemy.orm import Session
 
 from taxaddr.audit.leaf import tin_shaped
 from taxaddr.crypto import pki
-from taxaddr.db import driver_fetchone
+from taxaddr.db.repositories import requesters as requesters_repo
 from taxaddr.db.schema import ROLES, RequesterRow
 from taxaddr.errors import RequesterRevoked, RequesterUnknown, UsageError
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _AGENCY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,63}$")
-
-
-# Plain SQL through the driver (taxaddr.db.driver_fetchone): it runs on every request.
-_BY_FINGERPRINT = "SELECT id, agency, role, revoked_at FROM requesters WHERE fingerprint = {p}"
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,8 @@ def lookup_identity(session: Session, cert_der: bytes | None) -> RequesterRecord
     if not cert_der:
         return None
     fingerprint = pki.fingerprint_der(cert_der)
-    row = driver_fetchone(session, _BY_FINGERPRINT, (fingerprint,))
+    # A compiled statement on the driver cursor: it runs on every request.
+    row = requesters_repo.by_fingerprint(session, fingerprint)
     if row is None:
         return None
     requester_id, agency, role, revoked_at = row

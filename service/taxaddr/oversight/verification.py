@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from taxaddr import metrics
 from taxaddr.audit.service import VerifyReport, verify_log
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db import snapshot_session
 
 # A full verification of a million leaves takes tens of seconds of CPU in the
 # server process, so /metrics re-runs it at most hourly; the dashboard shows when
@@ -42,17 +42,6 @@ class VerificationResult:
     first_bad_leaf: int | None
     checked_at: datetime
     monotonic: float
-
-
-def snapshot_session(engine: Engine) -> Session:
-    """A session that reads one consistent snapshot while appends go on.
-
-    PostgreSQL needs REPEATABLE READ for that; SQLite in WAL mode gives a
-    read transaction a snapshot by itself.
-    """
-    if engine.dialect.name == "postgresql":
-        return Session(engine.execution_options(isolation_level="REPEATABLE READ"))
-    return Session(engine)
 
 
 def verify_now(engine: Engine, keystore: KeyStore, settings: Settings) -> VerificationResult:

@@ -45,11 +45,10 @@ from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
-from taxaddr.db import make_engine, write_transaction
+from taxaddr.db import make_engine, snapshot_session, write_transaction
 from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.oversight import queries
 from taxaddr.oversight.summary import check_period
-from taxaddr.oversight.verification import snapshot_session
 from taxaddr.reports import document, signing
 
 LEAF_CHUNK = 1 << 14

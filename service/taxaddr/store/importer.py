@@ -22,11 +22,12 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.db.schema import address_records
+from taxaddr.db import bulk_write_connection
+from taxaddr.db.repositories.addresses import Upserts
 from taxaddr.errors import DatabaseUnavailable, ImportRowError, UsageError
 from taxaddr.store.normalize import (
     MAX_CITY,
@@ -49,7 +50,6 @@ from taxaddr.store.records import (
     SealInput,
     address_bytes,
 )
-from taxaddr.store.tx import write_connection
 
 COLUMNS: tuple[str, ...] = (
     "tin",
@@ -319,82 +319,9 @@ def _validate_slow(line: int, values: Sequence[object]) -> ImportRow:
 # -- writing ------------------------------------------------------------------------------
 
 
-_MAX_ID = select(func.coalesce(func.max(address_records.c.id), 0))
-
-_INSERT_COLUMNS = (
-    "id",
-    "blind_index",
-    "tax_period",
-    "as_of",
-    "kek_version",
-    "wrapped_key",
-    "name_ct",
-    "address_ct",
-    "created_at",
-    "updated_at",
-)
-_UPDATE_COLUMNS = ("as_of", "kek_version", "wrapped_key", "name_ct", "address_ct", "updated_at")
-
-
-class _DriverStatements:
-    """Insert/update SQL for the DB-API ``executemany`` (hot path, no per-row ORM or Core).
-
-    Values are rendered with the dialect's own bind processors for the date/time
-    columns (once per distinct value, not per row), so stored values are exactly
-    what SQLAlchemy writes.
-    """
-
-    def __init__(self, conn: Connection) -> None:
-        dialect = conn.dialect
-        mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
-        if mark is None:  # pragma: no cover - both supported drivers use one of these
-            raise DatabaseUnavailable(f"unsupported DB-API paramstyle {dialect.paramstyle}")
-        table = address_records.name
-        self.insert = (
-            f"INSERT INTO {table} ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608 - constants
-            f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
-        )
-        self._mark = mark
-        self._existing: dict[int, str] = {}
-        sets = ", ".join(f"{c} = {mark}" for c in _UPDATE_COLUMNS)
-        self.update = f"UPDATE {table} SET {sets} WHERE id = {mark}"  # noqa: S608 - constants
-        as_of_type = address_records.c.as_of.type.dialect_impl(dialect)
-        time_type = address_records.c.created_at.type.dialect_impl(dialect)
-        self._date: Callable[[Any], Any] = as_of_type.bind_processor(dialect) or _identity
-        self._time: Callable[[Any], Any] = time_type.bind_processor(dialect) or _identity
-        # date -> (bound value, ISO text for the associated data)
-        self._dates: dict[date, tuple[Any, str]] = {}
-
-    def existing(self, count: int) -> str:
-        """SELECT of the stored (id, blind_index, tax_period, as_of) for ``count`` indexes."""
-        sql = self._existing.get(count)
-        if sql is None:
-            marks = ", ".join([self._mark] * count)
-            sql = self._existing[count] = (
-                "SELECT id, blind_index, tax_period, as_of "  # noqa: S608 - constants only
-                f"FROM {address_records.name} WHERE blind_index IN ({marks})"
-            )
-        return sql
-
-    def date(self, value: date) -> tuple[Any, str]:
-        rendered = self._dates.get(value)
-        if rendered is None:
-            if len(self._dates) > 50_000:
-                self._dates.clear()
-            rendered = self._dates[value] = (self._date(value), value.isoformat())
-        return rendered
-
-    def time(self, value: datetime) -> Any:
-        return self._time(value)
-
-
 def _as_date(value: Any) -> date:
     # Driver SQL skips SQLAlchemy's result processing: SQLite hands back ISO text.
     return date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _identity(value: Any) -> Any:
-    return value
 
 
 def _first(pair: tuple[bytes, ImportRow]) -> bytes:
@@ -409,7 +336,7 @@ class BatchWriter:
         self.keystore = keystore
         self.blind_index = BlindIndexer(keystore.blind_index_key())
         keystore.current_kek_version()  # fail before reading the file if there is no KEK
-        self._statements: _DriverStatements | None = None
+        self._statements: Upserts | None = None
 
     def encode_many(self, items: list[SealInput], version: int) -> list[tuple[bytes, bytes, bytes]]:
         """(wrapped_key, name_ct, address_ct) per item; the benchmark's baseline overrides.
@@ -434,7 +361,7 @@ class BatchWriter:
         index = self.index
         indexed = sorted([(index(r.tin), r) for r in newest.values()], key=_first)
         try:
-            with write_connection(self.engine) as conn:
+            with bulk_write_connection(self.engine) as conn:
                 inserted, updated = self._write(conn, indexed)
         except SQLAlchemyError as exc:
             # Only the type: driver messages can echo bound parameters.
@@ -450,15 +377,13 @@ class BatchWriter:
     def _write(self, conn: Connection, indexed: list[tuple[bytes, ImportRow]]) -> tuple[int, int]:
         stmts = self._statements
         if stmts is None:
-            stmts = self._statements = _DriverStatements(conn)
+            stmts = self._statements = Upserts(conn)
         keys = list({bi for bi, _ in indexed})
         existing = {
             (bytes(bi), period): (rid, _as_date(as_of))
-            for rid, bi, period, as_of in conn.exec_driver_sql(
-                stmts.existing(len(keys)), tuple(keys)
-            )
+            for rid, bi, period, as_of in stmts.existing(conn, keys)
         }
-        next_id = int(conn.execute(_MAX_ID).scalar_one()) + 1
+        next_id = stmts.next_id(conn)
         version = self.keystore.current_kek_version()
         now = stmts.time(datetime.now(UTC))
         # One pass decides each row's id and what to seal; a second builds the rows.
@@ -500,9 +425,9 @@ class BatchWriter:
             else:
                 updates.append((as_of, version, wrapped, name_ct, address_ct, now, rid))
         if inserts:
-            conn.exec_driver_sql(stmts.insert, inserts)
+            stmts.insert(conn, inserts)
         if updates:
-            conn.exec_driver_sql(stmts.update, updates)
+            stmts.update(conn, updates)
         return len(inserts), len(updates)
 
 

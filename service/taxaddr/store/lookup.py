@@ -23,8 +23,8 @@ from weakref import WeakKeyDictionary
 from sqlalchemy.orm import Session
 
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.db.schema import address_records
-from taxaddr.errors import DatabaseUnavailable, ImportRowError, KeyMaterialError, NoUniqueMatch
+from taxaddr.db.repositories import addresses
+from taxaddr.errors import ImportRowError, KeyMaterialError, NoUniqueMatch
 from taxaddr.store.normalize import normalize_name, normalize_tax_period, normalize_tin
 from taxaddr.store.records import (
     AddressFields,
@@ -44,44 +44,6 @@ class DisclosedAddress:
     state: str
     zip: str
     as_of: str  # ISO date
-
-
-_COLUMNS = "id, blind_index, tax_period, as_of, kek_version, wrapped_key, name_ct, address_ct"
-_sql_cache: dict[tuple[str, int], str] = {}
-
-
-def _select_sql(paramstyle: str, periods: int) -> str:
-    """The one lookup query as driver SQL (the hot path skips SQLAlchemy's compiler)."""
-    key = (paramstyle, periods)
-    sql = _sql_cache.get(key)
-    if sql is None:
-        mark = "?" if paramstyle == "qmark" else "%s"
-        marks = ", ".join([mark] * periods)
-        sql = _sql_cache[key] = (
-            f"SELECT {_COLUMNS} FROM {address_records.name} "  # noqa: S608 - constants only
-            f"WHERE blind_index = {mark} AND tax_period IN ({marks})"
-        )
-    return sql
-
-
-def _query(session: Session, blind_index: bytes, periods: list[str]) -> list[Any]:
-    """Run the lookup on the session's own DB-API connection (inside its transaction).
-
-    The DB-API cursor is used directly: SQLAlchemy's result machinery cost more
-    than the rest of a lookup together. Driver errors become DatabaseUnavailable.
-    """
-    conn = session.connection()
-    dialect = conn.dialect
-    sql = _select_sql(dialect.paramstyle, len(periods))
-    try:
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, (blind_index, *periods))
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
-    except dialect.loaded_dbapi.Error as exc:
-        raise DatabaseUnavailable(f"database error during lookup ({type(exc).__name__})") from None
 
 
 def _stored_row(values: Sequence[Any]) -> StoredRow:
@@ -178,7 +140,7 @@ def lookup_address(
         usable, periods = False, [_UNUSABLE_PERIOD]
 
     indexer = _dummies(keystore).indexer
-    rows = [_stored_row(r) for r in _query(session, indexer(want_tin), periods)]
+    rows = [_stored_row(r) for r in addresses.lookup(session, indexer(want_tin), periods)]
 
     # One name decryption per requested period, real or dummy.
     names: set[str] = set()

@@ -22,10 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.audit.accounting import accounting_kek_versions, rewrap_accounting
 from taxaddr.crypto.keystore import KeyStore
-from taxaddr.db import write_transaction
+from taxaddr.db import bulk_write_connection, write_transaction
 from taxaddr.db.schema import address_records
 from taxaddr.errors import DatabaseUnavailable, IntegrityError, UsageError
-from taxaddr.store.tx import write_connection
 
 DEFAULT_BATCH_SIZE = 1000
 
@@ -71,7 +70,7 @@ def rotate_kek(
     after = -1
     try:
         while True:
-            with write_connection(engine) as conn:
+            with bulk_write_connection(engine) as conn:
                 batch = conn.execute(
                     _SELECT_BATCH, {"after": after, "target": target, "n": batch_size}
                 ).all()

@@ -1,0 +1,31 @@
+"""Case references: usage, the quota reservation, the verification lookup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from taxaddr.db.driver import fetchone, statements
+
+
+def usage(session: Session, jti: str) -> int | None:
+    """Disclosures made under ``jti``; None when it was never seen."""
+    row = fetchone(session, statements(session).case_usage, (jti,))
+    return None if row is None else int(row[0])
+
+
+def reserve(
+    session: Session, *, jti: str, iss: str, number: str, court: str, agency: str, maximum: int
+) -> bool:
+    """Take one disclosure from the quota of the row recorded for exactly these case
+    facts; False when no row qualifies (unseen, other facts, or exhausted)."""
+    params = (jti, iss, number, court, agency, maximum)
+    return fetchone(session, statements(session).case_reserve, params) is not None
+
+
+def key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple[Any, ...] | None:
+    """In one round trip: ``(alg, public_key, not_before, not_after, key removed_at,
+    issuer removed_at, jti revoked count, iss, number, court, agency, max_disclosures)``
+    of the first case facts seen under ``jti`` (NULLs if none); None without the key."""
+    return fetchone(session, statements(session).case_key_and_revocation, (jti, jti, iss, kid))
