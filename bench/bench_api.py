@@ -320,24 +320,25 @@ def profile_disclosures(world: dict[str, Any], n: int) -> str:
     """cProfile of the in-process disclosure path (no HTTP/TLS), top entries."""
     os.environ.update(world["env"])
     from taxaddr.api.app import create_app
+    from taxaddr.api.routes.disclosures import decide
+    from taxaddr.api.trace import Trace
     from taxaddr.config import get_settings
-    from taxaddr.disclosure.core import Trace, disclose
 
     get_settings.cache_clear()
     app = create_app(get_settings())
-    svc = app.state.svc
+    svc, labels = app.state.svc, app.state.statute_labels
     rid = world["ids"][-1]
     der = ssl.PEM_cert_to_DER_cert(Path(f"{world['certs']}/{rid}.crt").read_text())
     rng = random.Random(7)
     svc.limiter.per_minute = 0  # profile the decision path, not the bucket
     bodies = [json.dumps(disclosure_body(world, rng)).encode() for _ in range(n + 50)]
     for b in bodies[:50]:
-        disclose(svc, der, b, Trace("warm"))
+        decide(svc, der, b, Trace("warm"), labels)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
     for b in bodies[50:]:
-        disclose(svc, der, b, Trace("p"))
+        decide(svc, der, b, Trace("p"), labels)
     prof.disable()
     per = (time.perf_counter() - t0) / n * 1000
     out = io.StringIO()

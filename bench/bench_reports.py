@@ -342,7 +342,8 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
             role="monitor",
             cert=issued.cert,
         )
-    thread = ServerThread(make_config(settings, create_app(settings), keystore, port=0))
+    app = create_app(settings)
+    thread = ServerThread(make_config(settings, app, keystore, port=0))
     thread.start()
     ctx = ssl.create_default_context(cafile=str(keystore.server_ca_path))
     ctx.load_cert_chain(str(cert), str(key))
@@ -352,9 +353,7 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
             client.get("/metrics").raise_for_status()
             # The first scrape starts the background log verification (tens of seconds
             # at 1M leaves, at most hourly); measure scrapes after it, as in steady state.
-            from taxaddr.oversight import routes
-
-            while any(m.running for m in routes._monitors.values()):
+            while app.state.verification_monitor.running:
                 time.sleep(0.5)
             for _ in range(scrapes):
                 start = time.perf_counter()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taxaddr.api.ratelimit import RateLimiter
+from taxaddr.disclosure.ratelimit import RateLimiter
 from taxaddr.errors import RateLimited
 from tests.api.apikit import Identity, World, body, build_world, leaves, run_server, tree_size
 

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from taxaddr.api.ratelimit import RateLimiter, SharedRateLimiter
+from taxaddr.disclosure.ratelimit import RateLimiter, SharedRateLimiter
 from taxaddr.errors import RateLimited
 
 HEADER_SIZE = 16

@@ -184,8 +184,8 @@ def test_metrics_still_served_when_the_database_fails(
     server: RunningServer, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The metrics that report a broken store must not disappear with it."""
+    from taxaddr.api.routes import oversight as routes
     from taxaddr.errors import DatabaseUnavailable
-    from taxaddr.oversight import routes
 
     def broken(_session: object) -> None:
         raise DatabaseUnavailable("database unavailable")

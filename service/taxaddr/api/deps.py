@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from taxaddr.disclosure.core import DisclosureService, Trace
+from taxaddr.api.trace import Trace
+from taxaddr.disclosure.core import DisclosureService
 from taxaddr.disclosure.identity import Requester, identify
 from taxaddr.errors import RoleForbidden
 

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from taxaddr.api.deps import get_trace
-from taxaddr.disclosure.core import describe_validation
+from taxaddr.disclosure.request import describe_validation
 from taxaddr.errors import DatabaseUnavailable, RateLimited, TaxaddrError
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

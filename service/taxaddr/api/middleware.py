@@ -19,8 +19,8 @@ from taxaddr import metrics
 from taxaddr.api.deps import TRACE_KEY
 from taxaddr.api.handlers import envelope_bytes
 from taxaddr.api.logs import log_event
+from taxaddr.api.trace import Trace
 from taxaddr.audit.leaf import new_server_id
-from taxaddr.disclosure.core import Trace
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

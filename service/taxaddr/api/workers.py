@@ -12,7 +12,7 @@ never through process memory:
 
 * quota, replay guard and audit log: the database (one write transaction each;
   on SQLite, writers of all workers queue on :class:`taxaddr.db.WriterQueue`);
-* the per-requester rate limit: :class:`taxaddr.api.ratelimit.SharedRateLimiter`,
+* the per-requester rate limit: :class:`taxaddr.disclosure.ratelimit.SharedRateLimiter`,
   a file-backed table in the state directory;
 * metrics: prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` in
   the state directory), merged into one view on every ``/metrics`` scrape.

@@ -28,15 +28,17 @@ street; the ``statute`` is the request's when the policy data knows it, else
 ``other`` (the full text stays in the encrypted accounting record); a case
 reference whose ``jti`` holds such data is refused as malformed and logged without
 it. :func:`taxaddr.audit.leaf.build_leaf` checks all of it again before the append.
+
+:func:`disclose` returns a typed outcome (:mod:`taxaddr.disclosure.outcome`) and knows
+nothing of HTTP, the access log or metrics: the edge (``api/routes/disclosures.py``)
+maps the outcome to them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,15 +47,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from taxaddr import metrics
-from taxaddr.api.ratelimit import Limiter
-from taxaddr.api.schemas import DisclosureRequest
 from taxaddr.audit.accounting import record_accounting
 from taxaddr.audit.leaf import (
     CANONICAL_UUID,
@@ -73,20 +71,27 @@ from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import (
     WriterQueue,
-    database_for,
+    driver_datetime,
+    driver_fetchone,
     pinned_session,
     unpin_session,
     write_transaction,
 )
-from taxaddr.db.repositories import requesters as requesters_repo
 from taxaddr.disclosure.identity import RequesterRecord, lookup_identity
+from taxaddr.disclosure.outcome import Caller, Disclosed, NoMatch, Outcome, Refused, Unavailable
+from taxaddr.disclosure.ratelimit import Limiter
 from taxaddr.disclosure.receipt import ReceiptSigner
+from taxaddr.disclosure.request import (
+    DisclosureRequest,
+    normalize_subject,
+    parse_request,
+    personal_data,
+)
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
     CaseReferenceMalformed,
     DatabaseUnavailable,
-    ImportRowError,
     NoUniqueMatch,
     PolicyDenied,
     RequesterRevoked,
@@ -99,7 +104,6 @@ from taxaddr.errors import (
 )
 from taxaddr.policy import PolicyEngine, build_input, get_policy_engine
 from taxaddr.store.lookup import DisclosedAddress, lookup_address
-from taxaddr.store.normalize import normalize_name, normalize_tin
 
 USE_RESTRICTION = (
     "Return information disclosed under 26 U.S.C. § 6103(i)(2) for the criminal proceeding "
@@ -113,20 +117,6 @@ UNKNOWN_POLICY_VERSION = "unknown"
 
 
 @dataclass
-class Trace:
-    """What the access log and metrics may know about one request (no PII)."""
-
-    request_id: str
-    requester_id: str | None = None
-    agency: str | None = None
-    role: str | None = None
-    outcome: str | None = None
-    code: str | None = None
-    leaf_index: int | None = None
-    client_request_id: str | None = None
-
-
-@dataclass
 class DisclosureService:
     """Shared resources of the disclosure path (one per app)."""
 
@@ -134,7 +124,6 @@ class DisclosureService:
     engine: Engine
     keystore: FileKeyStore
     limiter: Limiter
-    statute_labels: frozenset[str] = field(default_factory=frozenset)
     _policy_engine: PolicyEngine | None = field(default=None, repr=False)
     _pinned: dict[tuple[int, bool], Session] = field(default_factory=dict, repr=False)
 
@@ -148,7 +137,7 @@ class DisclosureService:
         gets its parallelism from the other workers instead. With PostgreSQL or an OPA
         server, a step waits on the network, and a worker thread does it.
         """
-        return database_for(self.engine).embedded and self.settings.policy_engine == "embedded"
+        return self.engine.dialect.name == "sqlite" and self.settings.policy_engine == "embedded"
 
     @cached_property
     def writers(self) -> WriterQueue:
@@ -295,65 +284,43 @@ class _Refusal(Exception):
         self.error = error
 
 
-# The metrics outcome of an answer that appended no leaf, by status (CONTRACT "Metrics"):
-# only answers that appended a leaf count as disclosed, denied or no_match, so metric
-# totals equal audit-log totals.
-_THROTTLED_STATUS = 429
-
-
 def disclose(
-    svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
-) -> dict[str, Any]:
-    """Decide one disclosure request; returns the 200 answer or raises a TaxaddrError."""
-    started = time.perf_counter()
+    svc: DisclosureService, cert_der: bytes | None, body: bytes, caller: Caller
+) -> Outcome:
+    """Decide one disclosure request for the verified client certificate ``cert_der``.
+
+    ``caller`` holds the server's id of the request; the core fills in who asked as it
+    learns it. Every refusal the contract names is an outcome (with its leaf when one
+    committed); an exception that is not a :class:`TaxaddrError` (a program error, a
+    driver error the edge maps) propagates.
+    """
     try:
-        answer = _disclose(svc, cert_der, body, trace)
+        return _disclose(svc, cert_der, body, caller)
     except TaxaddrError as exc:
-        code = getattr(exc, "first_code", exc.code)
-        trace.code = code
-        if trace.outcome is None:
-            trace.outcome = unlogged_outcome(exc.status)
-        _count(trace)
-        raise
-    finally:
-        metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
-    trace.outcome = "disclosed"
-    _count(trace)
-    return answer
+        if exc.status >= _SERVER_ERROR:
+            return Unavailable(caller, exc)
+        return Refused(caller, exc, leaf=None)
 
 
-def unlogged_outcome(status: int) -> str:
-    """The metrics outcome of an answer that appended no audit leaf: ``throttled`` (429),
-    ``error`` (5xx) or ``invalid`` (413, 422, 431 and a certificate nobody registered)."""
-    if status == _THROTTLED_STATUS:
-        return "throttled"
-    return "error" if status >= 500 else "invalid"
-
-
-def _count(trace: Trace) -> None:
-    metrics.DISCLOSURE_REQUESTS.labels(
-        agency=trace.agency or "unknown",
-        outcome=trace.outcome or "error",
-        reason=trace.code or "none",
-    ).inc()
+_SERVER_ERROR = 500
 
 
 def _disclose(
-    svc: DisclosureService, cert_der: bytes | None, body: bytes, trace: Trace
-) -> dict[str, Any]:
+    svc: DisclosureService, cert_der: bytes | None, body: bytes, caller: Caller
+) -> Outcome:
     # One read session (one pooled connection) for every step up to the match. It is
     # closed before any write, so a thread never holds two pooled connections.
     try:
         with svc.decision_read() as session:
-            allowed = _decide(svc, session, cert_der, body, trace)
+            allowed = _decide(svc, session, cert_der, body, caller)
     except _Denied as denied:
-        raise _record_denial(
-            svc, denied.who, trace, denied.request_id, denied.error, ctx=denied.ctx
-        ) from None
+        return _record_denial(
+            svc, denied.who, caller, denied.request_id, denied.error, ctx=denied.ctx
+        )
     who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
     tin, name, address = allowed.tin, allowed.name, allowed.address
     if address is None:
-        raise _record_no_match(svc, who, trace, req, ctx)
+        return _record_no_match(svc, who, caller, req, ctx)
 
     # Everything the answer needs is ready before the transaction: the address was
     # decrypted by the match, and the receipt key is loaded here (a missing key is 503
@@ -410,18 +377,15 @@ def _disclose(
                 }
             )
     except _Refusal as refusal:
-        raise _record_denial(svc, who, trace, req.request_id, refusal.error, ctx=ctx) from None
+        return _record_denial(svc, who, caller, req.request_id, refusal.error, ctx=ctx)
     except SAIntegrityError:
         # A concurrent request with the same request_id committed first.
-        raise _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx) from None
+        return _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
     except CaseError as exc:
-        raise _record_denial(svc, who, trace, req.request_id, exc, ctx=ctx) from None
+        return _record_denial(svc, who, caller, req.request_id, exc, ctx=ctx)
 
     # 9. answer (only after the audit leaf committed)
-    trace.leaf_index = leaf.index
-    statute_label = metrics.bounded(req.statute, svc.statute_labels or {req.statute})
-    metrics.DISCLOSURES.labels(agency=who.agency, statute=statute_label).inc()
-    return {
+    answer = {
         "disclosure_id": disclosure_id,
         "case_number": vc.number,
         "address": disclosed,
@@ -433,6 +397,7 @@ def _disclose(
         },
         "receipt": receipt,
     }
+    return Disclosed(caller, answer, leaf, req.statute)
 
 
 @dataclass(frozen=True)
@@ -449,7 +414,7 @@ class _Allowed:
 
 
 def _decide(
-    svc: DisclosureService, session: Session, cert_der: bytes | None, body: bytes, trace: Trace
+    svc: DisclosureService, session: Session, cert_der: bytes | None, body: bytes, caller: Caller
 ) -> _Allowed:
     """Steps 1-7 (everything before the write transaction) in one read session."""
     # 1. identity, and 2. its rate limit: unregistered and revoked certificates draw
@@ -458,20 +423,20 @@ def _decide(
     if who is None:
         svc.limiter.take("unregistered:" + (pki.fingerprint_der(cert_der) if cert_der else "-"))
         raise RequesterUnknown("the client certificate is not registered")
-    trace.requester_id, trace.agency, trace.role = who.id, who.agency, who.role
+    caller.requester = who
     svc.limiter.take(who.id)
     if who.revoked:
-        raise _Denied(who, _revoked_request_id(body, trace), RequesterRevoked(), None)
+        raise _Denied(who, _revoked_request_id(body, caller), RequesterRevoked(), None)
 
     # 3. body
-    req = _parse(body)
-    tin, name = _normalize_subject(req)
-    personal = _personal_data(req, tin, name)
+    req = parse_request(body)
+    tin, name = normalize_subject(req)
+    personal = personal_data(req, tin, name)
     if not screen_chosen(req.request_id, personal):
         raise RequestInvalid(
             "request body invalid at request_id: must not hold the subject's TIN, name or street"
         )
-    trace.client_request_id = req.request_id
+    caller.client_request_id = req.request_id
     pseudonym_key = svc.keystore.pseudonym_key()
     ref = subject_ref(pseudonym_key, tin)
     ctx = _LeafContext(
@@ -549,125 +514,25 @@ def build_policy_input(
     )
 
 
-# -- parsing --------------------------------------------------------------------------
-
-
-class _DuplicateMember(ValueError):
-    pass
-
-
-def _no_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise _DuplicateMember
-    return obj
-
-
-def _parse(body: bytes) -> DisclosureRequest:
-    # Duplicate member names are refused (as in case references): with them, what the
-    # client meant and what a parser keeps (the last one) can differ.
-    try:
-        json.loads(body, object_pairs_hook=_no_duplicate_members)
-    except _DuplicateMember:
-        raise RequestInvalid("request body invalid: duplicate JSON member name") from None
-    except (ValueError, RecursionError):
-        pass  # not JSON: the schema's parser below names the problem
-    try:
-        return DisclosureRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestInvalid(describe_validation(exc.errors(include_input=False))) from None
-
-
-# What each schema error says, by pydantic error type: fixed texts, so no message ever
-# echoes a client's value, and a location names only fields of the schema.
-_PROBLEMS = {
-    "missing": "field required",
-    "extra_forbidden": "unknown member",
-    "json_invalid": "not valid JSON",
-    "json_type": "not a JSON object",
-    "model_type": "must be an object",
-    "model_attributes_type": "must be an object",
-    "dict_type": "must be an object",
-    "string_type": "must be a string",
-    "list_type": "must be an array",
-    "string_too_short": "too short",
-    "string_too_long": "too long",
-    "too_short": "too few items",
-    "too_long": "too many items",
-    "string_pattern_mismatch": "does not have the required form",
-    "value_error": "not acceptable",
-}
-_FIELD_NAME = re.compile(r"[a-z][a-z_]{0,39}")
-
-
-def describe_validation(errors: Any) -> str:
-    """First schema error as ``location: problem``, from fixed texts only.
-
-    Never the offending value, and never a member name the client chose: the location
-    stops at the object that holds an unknown member, and only names that look like
-    the schema's own fields (lowercase words) or list positions are shown.
-    """
-    for err in errors:
-        kind = str(err.get("type", ""))
-        loc = [part for part in err.get("loc", ()) if part != "body"]
-        if kind == "extra_forbidden" and loc:
-            loc = loc[:-1]  # the unknown member's name is the client's
-        shown: list[str] = []
-        for part in loc:
-            if isinstance(part, int) and not isinstance(part, bool):
-                shown.append(str(part))
-            elif isinstance(part, str) and _FIELD_NAME.fullmatch(part):
-                shown.append(part)
-            else:
-                break
-        problem = _PROBLEMS.get(kind, "invalid value")
-        where = ".".join(shown)
-        return (
-            f"request body invalid at {where}: {problem}"
-            if where
-            else (f"request body invalid: {problem}")
-        )
-    return "request body invalid"
-
-
-def _normalize_subject(req: DisclosureRequest) -> tuple[str, str]:
-    try:
-        tin = normalize_tin(req.subject.tin)
-    except ImportRowError:
-        raise RequestInvalid("request body invalid at subject.tin: not an SSN or ITIN") from None
-    try:
-        name = normalize_name(req.subject.name)
-    except ImportRowError as exc:
-        raise RequestInvalid(f"request body invalid at subject.name: {exc.problem}") from None
-    return tin, name
-
-
-def _personal_data(req: DisclosureRequest, tin: str, name: str) -> PersonalData:
-    """The request's TIN, name and stated street: what its leaf must not hold."""
-    lka = req.subject.last_known_address
-    street = lka.street if lka is not None and lka.street else ""
-    return PersonalData.of(tins=[tin], names=[name, req.subject.name], streets=[street])
-
-
-def _revoked_request_id(body: bytes, trace: Trace) -> str:
+def _revoked_request_id(body: bytes, caller: Caller) -> str:
     """The request_id for a revoked requester's leaf: the client's when the body is a
     valid request and the id passes the screen, else the server's own id."""
     try:
-        req = _parse(body)
-        tin, name = _normalize_subject(req)
+        req = parse_request(body)
+        tin, name = normalize_subject(req)
     except RequestInvalid:
-        return _server_request_id(trace)
-    if not screen_chosen(req.request_id, _personal_data(req, tin, name)):
-        return _server_request_id(trace)
-    trace.client_request_id = req.request_id
+        return _server_request_id(caller)
+    if not screen_chosen(req.request_id, personal_data(req, tin, name)):
+        return _server_request_id(caller)
+    caller.client_request_id = req.request_id
     return req.request_id
 
 
-def _server_request_id(trace: Trace) -> str:
+def _server_request_id(caller: Caller) -> str:
     """The server's id of this request (canonical, TIN-safe; see leaf.new_server_id)."""
-    if not CANONICAL_UUID.fullmatch(trace.request_id):
-        trace.request_id = new_server_id()
-    return trace.request_id
+    if not CANONICAL_UUID.fullmatch(caller.request_id):
+        caller.request_id = new_server_id()
+    return caller.request_id
 
 
 # -- audit ----------------------------------------------------------------------------
@@ -717,29 +582,27 @@ def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> Appended
 def _record_denial(
     svc: DisclosureService,
     who: RequesterRecord,
-    trace: Trace,
+    caller: Caller,
     request_id: str,
     error: TaxaddrError,
     *,
     ctx: _LeafContext | None,
-) -> TaxaddrError:
-    """Append the denial's audit leaf (own transaction) and return the error to raise."""
+) -> Refused:
+    """Append the denial's audit leaf (own transaction): the refusal, with its leaf."""
     reasons = tuple(error.reasons) if isinstance(error, PolicyDenied) else (error.code,)
     appended = _append_own_transaction(
         svc, _leaf(who, request_id, ctx=ctx, outcome="denied", reasons=reasons)
     )
-    trace.outcome = "denied"
-    trace.leaf_index = appended.index
-    return error
+    return Refused(caller, error, appended)
 
 
 def _record_no_match(
     svc: DisclosureService,
     who: RequesterRecord,
-    trace: Trace,
+    caller: Caller,
     req: DisclosureRequest,
     ctx: _LeafContext,
-) -> TaxaddrError:
+) -> NoMatch | Refused:
     now = datetime.now(UTC)
     try:
         with svc.decision_write() as session:
@@ -749,10 +612,8 @@ def _record_no_match(
             )
             _remember_request_id(session, who.id, req.request_id, leaf.index, now)
     except (_Refusal, SAIntegrityError):
-        return _record_denial(svc, who, trace, req.request_id, RequestReplayed(), ctx=ctx)
-    trace.outcome = "no_match"  # only now: the leaf committed
-    trace.leaf_index = leaf.index
-    return NoUniqueMatch()
+        return _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
+    return NoMatch(caller, leaf)
 
 
 def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
@@ -760,16 +621,26 @@ def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
         raise _Refusal(CaseQuotaExhausted())
 
 
+# The replay guard is one plain-SQL statement (hot path, see db.driver_fetchone): the
+# insert either adds the (requester, request_id) row or, when it exists (or a
+# concurrent twin committed it first), adds nothing; then the whole transaction,
+# leaf included, rolls back. ON CONFLICT ... RETURNING: SQLite >= 3.35, PostgreSQL.
+_REMEMBER_SQL = (
+    "INSERT INTO request_ids (requester_id, request_id, leaf_index, used_at) "
+    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING RETURNING leaf_index"
+)
+
+
 def _remember_request_id(
     session: Session, requester_id: str, request_id: str, leaf_index: int, now: datetime
 ) -> None:
-    """Record the request_id in the replay guard; raise a 409 refusal if it was used.
-
-    One compiled statement on the hot path: the insert either adds the (requester,
-    request_id) row or, when it exists (or a concurrent twin committed it first), adds
-    nothing; then the whole transaction, leaf included, rolls back.
-    """
-    if not requesters_repo.remember_request_id(session, requester_id, request_id, leaf_index, now):
+    """Record the request_id in the replay guard; raise a 409 refusal if it was used."""
+    row = driver_fetchone(
+        session,
+        _REMEMBER_SQL,
+        (requester_id, request_id, leaf_index, driver_datetime(session, now)),
+    )
+    if row is None:  # nothing inserted: the id was used before
         raise _Refusal(RequestReplayed())
 
 
@@ -807,10 +678,8 @@ def known_statutes(policy_dir: Path) -> frozenset[str]:
 __all__ = [
     "USE_RESTRICTION",
     "DisclosureService",
-    "Trace",
     "build_policy_input",
     "disclose",
     "known_statutes",
     "statute_allow_list",
-    "unlogged_outcome",
 ]
