@@ -71,12 +71,12 @@ from taxaddr.crypto.envelope import subject_ref
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import (
     WriterQueue,
-    driver_datetime,
-    driver_fetchone,
+    database_for,
     pinned_session,
     unpin_session,
     write_transaction,
 )
+from taxaddr.db.repositories import requesters as requesters_repo
 from taxaddr.disclosure.identity import RequesterRecord, lookup_identity
 from taxaddr.disclosure.outcome import Caller, Disclosed, NoMatch, Outcome, Refused, Unavailable
 from taxaddr.disclosure.ratelimit import Limiter
@@ -137,7 +137,7 @@ class DisclosureService:
         gets its parallelism from the other workers instead. With PostgreSQL or an OPA
         server, a step waits on the network, and a worker thread does it.
         """
-        return self.engine.dialect.name == "sqlite" and self.settings.policy_engine == "embedded"
+        return database_for(self.engine).embedded and self.settings.policy_engine == "embedded"
 
     @cached_property
     def writers(self) -> WriterQueue:
@@ -621,26 +621,16 @@ def _reserve_quota(session: Session, vc: VerifiedCase) -> None:
         raise _Refusal(CaseQuotaExhausted())
 
 
-# The replay guard is one plain-SQL statement (hot path, see db.driver_fetchone): the
-# insert either adds the (requester, request_id) row or, when it exists (or a
-# concurrent twin committed it first), adds nothing; then the whole transaction,
-# leaf included, rolls back. ON CONFLICT ... RETURNING: SQLite >= 3.35, PostgreSQL.
-_REMEMBER_SQL = (
-    "INSERT INTO request_ids (requester_id, request_id, leaf_index, used_at) "
-    "VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING RETURNING leaf_index"
-)
-
-
 def _remember_request_id(
     session: Session, requester_id: str, request_id: str, leaf_index: int, now: datetime
 ) -> None:
-    """Record the request_id in the replay guard; raise a 409 refusal if it was used."""
-    row = driver_fetchone(
-        session,
-        _REMEMBER_SQL,
-        (requester_id, request_id, leaf_index, driver_datetime(session, now)),
-    )
-    if row is None:  # nothing inserted: the id was used before
+    """Record the request_id in the replay guard; raise a 409 refusal if it was used.
+
+    One compiled statement on the hot path: the insert either adds the (requester,
+    request_id) row or, when it exists (or a concurrent twin committed it first), adds
+    nothing; then the whole transaction, leaf included, rolls back.
+    """
+    if not requesters_repo.remember_request_id(session, requester_id, request_id, leaf_index, now):
         raise _Refusal(RequestReplayed())
 
 
