@@ -24,17 +24,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from taxaddr.api.logs import configure_logging, log_event
 from taxaddr.api.runtime import keystore_for
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import exposed_key_files
-from taxaddr.db import WriterQueue, is_sqlite, make_engine, sqlite_file
+from taxaddr.db import WriterQueue, make_engine, sqlite_file
+from taxaddr.db.probes import (
+    integrity_problems,
+    is_migrated,
+    missing_file,
+    read_probes,
+    write_probe,
+)
 from taxaddr.disclosure.core import DisclosureService
 from taxaddr.errors import (
     AuditUnavailable,
@@ -45,14 +50,6 @@ from taxaddr.errors import (
 )
 from taxaddr.policy import get_policy_engine
 
-# The write every disclosure makes first is to the audit head; updating it to itself
-# and rolling back proves the database takes writes (SQLite refuses the statement on a
-# read-only database even when no row matches; PostgreSQL in a read-only transaction too).
-_WRITE_PROBE = text("UPDATE audit_head SET tree_size = tree_size WHERE id = 1")
-_READ_PROBES = (
-    text("SELECT id FROM requesters LIMIT 1"),
-    text("SELECT tree_size FROM audit_head LIMIT 1"),
-)
 KEY_PERMISSIONS_WARNING = "key_files_exposed"
 
 
@@ -76,8 +73,7 @@ def readiness(svc: DisclosureService) -> dict[str, Any]:
 def _database_ready(svc: DisclosureService) -> int:
     try:
         with svc.read_session() as session:
-            for probe in _READ_PROBES:
-                session.execute(probe).all()
+            read_probes(session)
     except TaxaddrError:
         raise
     except SQLAlchemyError as exc:  # a missing table, a corrupt file, a dead server
@@ -92,33 +88,6 @@ def _database_ready(svc: DisclosureService) -> int:
     with svc.writers.turn():
         write_probe(svc.engine)
     return size
-
-
-def write_probe(engine: Engine) -> None:
-    """One rolled-back write; :class:`DatabaseUnavailable` when the database refuses it.
-
-    On SQLite the probe opens a connection of its own: SQLite decides whether a file is
-    writable when it opens it, so a pooled connection opened before the file (or its
-    directory, or the file system) became read-only would still take the statement,
-    and a rolled-back write in WAL mode never reaches the disk. Call it in a writer's
-    turn (:class:`WriterQueue`): it takes the write lock.
-    """
-    probe_engine = engine
-    if is_sqlite(engine):
-        url = engine.url.render_as_string(hide_password=False)
-        probe_engine = make_engine(url, poolclass=NullPool)
-    try:
-        with Session(probe_engine) as session:
-            transaction = session.begin()
-            try:
-                session.execute(_WRITE_PROBE)
-            finally:
-                transaction.rollback()
-    except DBAPIError as exc:
-        raise DatabaseUnavailable("database does not take writes (read-only?)") from exc
-    finally:
-        if probe_engine is not engine:
-            probe_engine.dispose()
 
 
 def _keys_ready(svc: DisclosureService) -> list[str]:
@@ -181,17 +150,14 @@ def check_database(settings: Settings) -> None:
     try:
         path = sqlite_file(engine)
         with engine.connect() as connection:
-            if path is not None:
-                problems = [str(row[0]) for row in connection.exec_driver_sql("PRAGMA quick_check")]
-                if problems != ["ok"]:
-                    raise DatabaseUnavailable(
-                        f"database file is corrupt: {path} (quick_check: {problems[0]})"
-                    )
-            tables = set(inspect(connection).get_table_names())
-            if not {"requesters", "audit_head"} <= tables:
+            problems = integrity_problems(connection)
+            if problems:
+                raise DatabaseUnavailable(
+                    f"database file is corrupt: {path} (quick_check: {problems[0]})"
+                )
+            if not is_migrated(connection):
                 raise DatabaseUnavailable("database is not migrated (run: taxaddr db upgrade)")
-            for probe in _READ_PROBES:
-                connection.execute(probe).all()
+            read_probes(connection)
             connection.rollback()
         queue = WriterQueue(engine)
         try:
@@ -208,8 +174,8 @@ def check_database(settings: Settings) -> None:
 
 def _startup_engine(settings: Settings) -> Engine:
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
-    path = sqlite_file(engine)
-    if path is not None and not Path(path).is_file():
+    path = missing_file(engine)
+    if path is not None:
         # connecting would create an empty database file
         engine.dispose()
         raise DatabaseUnavailable(f"database file missing: {path} (run: taxaddr db upgrade)")

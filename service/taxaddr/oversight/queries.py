@@ -13,16 +13,16 @@ leaf written before statutes were restricted to known citations is counted under
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ClauseElement, ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from taxaddr.audit.leaf import display_statute
+from taxaddr.db.driver import stream_rows
 from taxaddr.db.schema import AuditLeaf, CaseReference
 
 OUTCOMES = ("disclosed", "denied", "no_match", "error")
@@ -157,7 +157,7 @@ def period_facts(
     subjects: set[str] = set()
     jtis: set[str] = set()
     disclosed: dict[str, int] = {}
-    for jti, outcome, day, subject in _raw_rows(session, stmt):
+    for jti, outcome, day, subject in stream_rows(session, stmt):
         # raw driver values: the day is text on SQLite and a date on PostgreSQL
         text_day = day if isinstance(day, str) else day.isoformat()
         in_period = lo <= text_day[:10] <= hi
@@ -169,26 +169,6 @@ def period_facts(
         if in_period and jti is not None:
             jtis.add(jti)
     return PeriodFacts(len(subjects), jtis, disclosed)
-
-
-def _raw_rows(session: Session, stmt: ClauseElement) -> Iterator[Any]:
-    """Stream a statement's rows without per-row type processing (4x faster at 1M rows).
-
-    The statement is still built and its parameters bound by SQLAlchemy; only the
-    result skips the ORM/type layer. Server-side cursor on PostgreSQL.
-    """
-    conn = session.connection().execution_options(stream_results=True, max_row_buffer=50_000)
-    compiled = cast(
-        SQLCompiler,
-        stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True}),
-    )
-    params = compiled.params
-    args: Any = (
-        tuple(params[name] for name in compiled.positiontup or ())
-        if compiled.positional
-        else params
-    )
-    yield from conn.exec_driver_sql(compiled.string, args)
 
 
 @dataclass(frozen=True)

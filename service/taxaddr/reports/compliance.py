@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
@@ -46,6 +46,7 @@ from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, snapshot_session, write_transaction
+from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.oversight import queries
 from taxaddr.oversight.summary import check_period
@@ -339,13 +340,9 @@ class _Recount:
 
 
 def _leaf_chunks(session: Session, below: int) -> Iterator[list[tuple[int, bytes]]]:
-    query = text(
-        "SELECT leaf_index, leaf_json FROM audit_leaves "
-        "WHERE leaf_index >= :start AND leaf_index < :below ORDER BY leaf_index LIMIT :n"
-    )
     position = 0
     while position < below:
-        rows = session.execute(query, {"start": position, "below": below, "n": LEAF_CHUNK}).all()
+        rows = audit_repo.leaf_range(session, position, below, LEAF_CHUNK)
         if not rows:
             return
         yield [(int(i), bytes(d)) for i, d in rows]

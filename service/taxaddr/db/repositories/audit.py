@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import fetchall, fetchone, statements
-from taxaddr.db.schema import HEAD_ID
+from taxaddr.db.schema import HEAD_ID, audit_leaves
 from taxaddr.db.statements import statements_for
 
 
@@ -86,3 +87,18 @@ def insert_accounting(
 ) -> None:
     sql = statements(session).accounting_insert
     fetchone(session, sql, (leaf_index, kek_version, wrapped_key, ciphertext))
+
+
+def leaf_range(session: Session, start: int, below: int, limit: int) -> list[Any]:
+    """``(leaf_index, leaf_json)`` of at most ``limit`` leaves in ``[start, below)``,
+    in index order."""
+    return list(session.execute(_LEAF_RANGE, {"start": start, "below": below, "n": limit}))
+
+
+_LEAF_RANGE = (
+    select(audit_leaves.c.leaf_index, audit_leaves.c.leaf_json)
+    .where(audit_leaves.c.leaf_index >= bindparam("start"))
+    .where(audit_leaves.c.leaf_index < bindparam("below"))
+    .order_by(audit_leaves.c.leaf_index)
+    .limit(bindparam("n"))
+)
