@@ -4,8 +4,10 @@ placeholders, one per parameter, in the order the repositories pass them."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import Date, DateTime
 
 from taxaddr.db.statements import (
     ADDRESS_COLUMNS,
@@ -89,15 +91,21 @@ def test_dialect_differences_are_in_the_compiled_strings() -> None:
 
 
 def test_value_adapters_match_what_sqlalchemy_stores() -> None:
-    from datetime import UTC, date, datetime, timedelta, timezone
-
     lite, pg = Statements("sqlite"), Statements("postgresql")
     moment = datetime(2025, 3, 4, 5, 6, 7, 8910, tzinfo=timezone(timedelta(hours=-5)))
-    assert lite.datetime(moment) == "2025-03-04 10:06:07.008910"  # UTC wall clock
+    day = date(2025, 1, 2)
+    for statements in (lite, pg):
+        dialect = statements.dialect
+        as_date = Date().dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+        as_time = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+        assert statements.date(day) == as_date(day)
+        assert statements.datetime(moment.astimezone(UTC)) == (
+            as_time(moment.astimezone(UTC)) if as_time else moment
+        )
+    assert lite.datetime(moment) == "2025-03-04 10:06:07.008910"  # the UTC wall clock
     assert pg.datetime(moment) == moment
-    assert lite.date(date(2025, 1, 2)) == "2025-01-02"
-    assert pg.date(date(2025, 1, 2)) == date(2025, 1, 2)
-    assert lite.datetime(moment.astimezone(UTC)) == lite.datetime(moment)
+    assert lite.date(day) == "2025-01-02"
+    assert pg.date(day) == day
 
 
 def test_unknown_dialect_is_refused() -> None:

@@ -6,9 +6,9 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -223,7 +223,13 @@ def snapshot_session(engine: Engine) -> Session:
 
 
 def insert_ignore(session: Session, model: type[Base], values: dict[str, Any]) -> bool:
-    """INSERT that does nothing if the primary key exists (both dialects); True if inserted."""
+    """INSERT that does nothing if the primary key exists (both dialects); True if inserted.
+
+    Told by RETURNING, not the rowcount: on PostgreSQL (psycopg) the rowcount of this
+    statement reads -1, which counted as "inserted" every time.
+    """
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    result = session.execute(dialect.insert(model).values(values).on_conflict_do_nothing())
-    return bool(getattr(result, "rowcount", 0))
+    table = cast(Table, model.__table__)
+    key = next(iter(table.primary_key.columns))
+    stmt = dialect.insert(table).values(values).on_conflict_do_nothing().returning(key)
+    return session.execute(stmt).first() is not None

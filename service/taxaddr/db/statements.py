@@ -22,8 +22,6 @@ from typing import Any
 
 from sqlalchemy import (
     ClauseElement,
-    Date,
-    DateTime,
     and_,
     bindparam,
     func,
@@ -242,26 +240,18 @@ class Statements:
         self.accounting_insert = fixed["accounting_insert"].sql
         self.address_insert = fixed["address_insert"].sql
         self.address_update = fixed["address_update"].sql
-        date_type = Date().dialect_impl(self.dialect)
-        time_type = DateTime(timezone=True).dialect_impl(self.dialect)
-        self._date: Callable[[Any], Any] | None = date_type.bind_processor(self.dialect)
-        self._time: Callable[[Any], Any] | None = time_type.bind_processor(self.dialect)
         self.address_lookup = lru_cache(maxsize=64)(self._address_lookup)
         self.address_existing = lru_cache(maxsize=256)(self._address_existing)
         self.audit_nodes = lru_cache(maxsize=256)(self._audit_nodes)
-
-    # -- value adapters: what the driver must receive for what SQLAlchemy would write
-
-    def date(self, value: date) -> Any:
+        # Value adapters: what the driver must receive for what SQLAlchemy would write
+        # (tests/test_db_statements.py compares them with the dialect's bind processors).
+        self.date: Callable[[date], Any] = _sqlite_date if dialect_name == "sqlite" else _same
         """A ``Date`` column's value (SQLite: ISO text)."""
-        return value if self._date is None else self._date(value)
-
-    def datetime(self, value: datetime) -> Any:
+        self.datetime: Callable[[datetime], Any] = (
+            _sqlite_datetime if dialect_name == "sqlite" else _same
+        )
         """A ``DateTime(timezone=True)`` column's value for an aware datetime (SQLite:
         SQLAlchemy's text form of the UTC wall clock; PostgreSQL: the datetime)."""
-        if self._time is None:
-            return value
-        return self._time(value.astimezone(UTC).replace(tzinfo=None))
 
     # -- statements whose shape depends on a count
 
@@ -283,6 +273,18 @@ class Statements:
 
     def _audit_nodes(self, count: int) -> str:
         return self.variable("audit_nodes", count).sql
+
+
+def _sqlite_date(value: date) -> str:
+    return value.isoformat()
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _address_lookup_stmt(periods: int) -> ClauseElement:
