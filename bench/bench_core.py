@@ -58,8 +58,12 @@ def paths(world: dict[str, Any]) -> dict[str, Callable[[bytes, bytes], bool]]:
         from taxaddr.disclosure.core import disclose
         from taxaddr.disclosure.outcome import Caller, Disclosed
     except ImportError:  # a build from before issue 17: the core raised and counted
-        from taxaddr.api.disclosure import Trace as OldTrace
-        from taxaddr.api.disclosure import disclose as old_disclose
+        try:
+            from taxaddr.api.disclosure import Trace as OldTrace
+            from taxaddr.api.disclosure import disclose as old_disclose
+        except ImportError:  # moved to taxaddr.disclosure, not yet returning outcomes
+            from taxaddr.disclosure.core import Trace as OldTrace  # type: ignore[attr-defined,no-redef]
+            from taxaddr.disclosure.core import disclose as old_disclose  # type: ignore[no-redef]
 
         def old(der: bytes, body: bytes) -> bool:
             old_disclose(svc, der, body, OldTrace(new_server_id()))
