@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr.crypto import envelope
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db.repositories import audit as audit_repo
-from taxaddr.db.schema import AuditAccounting
 from taxaddr.errors import AuditUnavailable, IntegrityError, KeyMaterialError, TaxaddrError
 
-_TABLE = cast(Table, AuditAccounting.__table__)
+# Bound into every sealed record's associated data: a constant, whatever the table is called.
 _AAD_TABLE = "audit_accounting"
 _AAD_FIELD = "detail"
 
@@ -57,11 +55,7 @@ def record_accounting(
 
 def read_accounting(session: Session, keystore: KeyStore, leaf_index: int) -> dict[str, Any]:
     """Decrypt one record (for authorized reports); raises IntegrityError if tampered."""
-    row = session.execute(
-        select(_TABLE.c.kek_version, _TABLE.c.wrapped_key, _TABLE.c.ciphertext).where(
-            _TABLE.c.leaf_index == leaf_index
-        )
-    ).one_or_none()
+    row = audit_repo.accounting_record(session, leaf_index)
     if row is None:
         raise IntegrityError(f"no accounting record for leaf {leaf_index}")
     return _open(keystore, leaf_index, row.kek_version, row.wrapped_key, row.ciphertext)
@@ -71,10 +65,7 @@ def iter_accounting(
     session: Session, keystore: KeyStore, start: int = 0, end: int | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Decrypt the records of leaves ``[start, end)`` in index order."""
-    query = select(_TABLE).where(_TABLE.c.leaf_index >= start).order_by(_TABLE.c.leaf_index)
-    if end is not None:
-        query = query.where(_TABLE.c.leaf_index < end)
-    for row in session.execute(query):
+    for row in audit_repo.accounting_records(session, start, end):
         yield (
             row.leaf_index,
             _open(keystore, row.leaf_index, row.kek_version, row.wrapped_key, row.ciphertext),
@@ -83,7 +74,7 @@ def iter_accounting(
 
 def accounting_kek_versions(session: Session) -> set[int]:
     """KEK versions that accounting records are still wrapped under."""
-    return {int(v) for v in session.execute(select(_TABLE.c.kek_version).distinct()).scalars()}
+    return audit_repo.accounting_kek_versions(session)
 
 
 def rewrap_accounting(session: Session, keystore: KeyStore) -> int:
@@ -92,19 +83,11 @@ def rewrap_accounting(session: Session, keystore: KeyStore) -> int:
     Ciphertexts are untouched. Returns the number of records re-wrapped.
     """
     current = keystore.current_kek_version()
-    rows = session.execute(
-        select(_TABLE.c.leaf_index, _TABLE.c.kek_version, _TABLE.c.wrapped_key).where(
-            _TABLE.c.kek_version != current
-        )
-    ).all()
+    rows = audit_repo.accounting_keys_not_under(session, current)
     for row in rows:
         data_key = keystore.unwrap(row.kek_version, row.wrapped_key)
         version, wrapped = keystore.wrap(data_key)
-        session.execute(
-            update(_TABLE)
-            .where(_TABLE.c.leaf_index == row.leaf_index)
-            .values(kek_version=version, wrapped_key=wrapped)
-        )
+        audit_repo.set_accounting_key(session, row.leaf_index, version, wrapped)
     return len(rows)
 
 

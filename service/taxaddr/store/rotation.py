@@ -17,32 +17,16 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr.audit.accounting import accounting_kek_versions, rewrap_accounting
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import bulk_write_connection, write_transaction
-from taxaddr.db.schema import address_records
+from taxaddr.db.repositories import addresses
 from taxaddr.errors import DatabaseUnavailable, IntegrityError, UsageError
 
 DEFAULT_BATCH_SIZE = 1000
-
-_t = address_records
-_SELECT_BATCH = (
-    select(_t.c.id, _t.c.kek_version, _t.c.wrapped_key)
-    .where(_t.c.id > bindparam("after"), _t.c.kek_version != bindparam("target"))
-    .order_by(_t.c.id)
-    .limit(bindparam("n"))
-)
-_UPDATE = update(_t).where(
-    and_(
-        _t.c.id == bindparam("b_id"),
-        _t.c.kek_version == bindparam("b_old"),
-        _t.c.wrapped_key == bindparam("b_wrapped"),
-    )
-)
-_VERSIONS_IN_USE = select(_t.c.kek_version).distinct()
 
 
 @dataclass
@@ -71,9 +55,7 @@ def rotate_kek(
     try:
         while True:
             with bulk_write_connection(engine) as conn:
-                batch = conn.execute(
-                    _SELECT_BATCH, {"after": after, "target": target, "n": batch_size}
-                ).all()
+                batch = addresses.keys_not_under(conn, target, after=after, limit=batch_size)
                 if not batch:
                     break
                 params = []
@@ -91,7 +73,7 @@ def rotate_kek(
                             "wrapped_key": rewrapped,
                         }
                     )
-                conn.execute(_UPDATE, params)
+                addresses.set_keys(conn, params)
                 after = batch[-1][0]
             report.rewrapped += len(batch)
             if on_progress is not None:
@@ -99,7 +81,7 @@ def rotate_kek(
         with write_transaction(engine) as session:
             report.accounting_rewrapped = rewrap_accounting(session, keystore)
         with write_transaction(engine) as session:
-            in_use = {int(v) for v in session.execute(_VERSIONS_IN_USE).scalars()}
+            in_use = addresses.kek_versions(session)
             in_use |= accounting_kek_versions(session)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable(

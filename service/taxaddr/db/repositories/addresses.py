@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.db.schema import address_records
@@ -74,3 +74,41 @@ class Upserts:
 
     def time(self, value: datetime) -> Any:
         return self.sql.datetime(value)
+
+
+# -- KEK rotation: re-wrap data keys in batches (the ciphertexts stay)
+
+_a = address_records
+_KEYS_NOT_UNDER = (
+    select(_a.c.id, _a.c.kek_version, _a.c.wrapped_key)
+    .where(_a.c.id > bindparam("after"), _a.c.kek_version != bindparam("target"))
+    .order_by(_a.c.id)
+    .limit(bindparam("n"))
+)
+# Guarded by the old version and key: a row changed since it was read is left alone.
+_SET_KEY = update(_a).where(
+    and_(
+        _a.c.id == bindparam("b_id"),
+        _a.c.kek_version == bindparam("b_old"),
+        _a.c.wrapped_key == bindparam("b_wrapped"),
+    )
+)
+_KEK_VERSIONS = select(_a.c.kek_version).distinct()
+
+
+def keys_not_under(conn: Connection, kek_version: int, *, after: int, limit: int) -> list[Any]:
+    """``(id, kek_version, wrapped_key)`` of up to ``limit`` records after id ``after``
+    whose data key is wrapped under another KEK, by id."""
+    params = {"after": after, "target": kek_version, "n": limit}
+    return list(conn.execute(_KEYS_NOT_UNDER, params).all())
+
+
+def set_keys(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Re-wrapped keys: ``b_id``, ``b_old``, ``b_wrapped`` (the row as read) and the new
+    ``kek_version`` and ``wrapped_key`` per row."""
+    conn.execute(_SET_KEY, rows)
+
+
+def kek_versions(session: Session) -> set[int]:
+    """KEK versions that address records are still wrapped under."""
+    return {int(v) for v in session.execute(_KEK_VERSIONS).scalars()}

@@ -7,11 +7,11 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import fetchall, fetchone, statements
-from taxaddr.db.schema import HEAD_ID, audit_leaves
+from taxaddr.db.schema import HEAD_ID, audit_accounting, audit_leaves
 from taxaddr.db.statements import statements_for
 
 
@@ -102,3 +102,52 @@ _LEAF_RANGE = (
     .order_by(audit_leaves.c.leaf_index)
     .limit(bindparam("n"))
 )
+
+
+# -- accounting records (sealed; this module only moves their bytes)
+
+_ACC = audit_accounting
+
+
+def accounting_record(session: Session, leaf_index: int) -> Any:
+    """``(kek_version, wrapped_key, ciphertext)`` of a leaf's record, or None."""
+    return session.execute(
+        select(_ACC.c.kek_version, _ACC.c.wrapped_key, _ACC.c.ciphertext).where(
+            _ACC.c.leaf_index == leaf_index
+        )
+    ).one_or_none()
+
+
+def accounting_records(session: Session, start: int, end: int | None) -> Iterator[Any]:
+    """Every record of leaves ``[start, end)`` in index order (all columns)."""
+    query = select(_ACC).where(_ACC.c.leaf_index >= start).order_by(_ACC.c.leaf_index)
+    if end is not None:
+        query = query.where(_ACC.c.leaf_index < end)
+    yield from session.execute(query)
+
+
+def accounting_kek_versions(session: Session) -> set[int]:
+    """KEK versions that accounting records are still wrapped under."""
+    return {int(v) for v in session.execute(select(_ACC.c.kek_version).distinct()).scalars()}
+
+
+def accounting_keys_not_under(session: Session, kek_version: int) -> list[Any]:
+    """``(leaf_index, kek_version, wrapped_key)`` of records wrapped under another KEK."""
+    return list(
+        session.execute(
+            select(_ACC.c.leaf_index, _ACC.c.kek_version, _ACC.c.wrapped_key).where(
+                _ACC.c.kek_version != kek_version
+            )
+        ).all()
+    )
+
+
+def set_accounting_key(
+    session: Session, leaf_index: int, kek_version: int, wrapped_key: bytes
+) -> None:
+    """Replace a record's wrapped data key (KEK rotation; the ciphertext stays)."""
+    session.execute(
+        update(_ACC)
+        .where(_ACC.c.leaf_index == leaf_index)
+        .values(kek_version=kek_version, wrapped_key=wrapped_key)
+    )
