@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -25,11 +24,7 @@ from taxaddr import metrics
 from taxaddr.audit import merkle
 from taxaddr.audit.leaf import LeafInput, build_leaf, canonical
 from taxaddr.db.repositories import audit as audit_repo
-from taxaddr.db.schema import HEAD_ID, audit_head
 from taxaddr.errors import AuditUnavailable
-
-_HEAD = audit_head
-_READ_HEAD = select(_HEAD.c.tree_size, _HEAD.c.compact_range).where(_HEAD.c.id == HEAD_ID)
 
 
 @dataclass(frozen=True)
@@ -123,7 +118,7 @@ def _leaf_row(
 
 def read_head(session: Session) -> Head:
     """The committed head as this transaction sees it (no lock)."""
-    row = session.connection().execute(_READ_HEAD).one_or_none()
+    row = audit_repo.head(session)
     if row is None:
         return Head(0, merkle.CompactRange())
     return _head_from(row.tree_size, row.compact_range)

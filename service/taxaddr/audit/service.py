@@ -12,9 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
@@ -31,15 +30,10 @@ from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
-from taxaddr.db.schema import AuditCheckpoint, AuditLeaf, AuditNode
 from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000
 VERIFY_CHUNK = 1 << 14
-
-_LEAVES = cast(Table, AuditLeaf.__table__)
-_NODES = cast(Table, AuditNode.__table__)
-_CHECKPOINTS = cast(Table, AuditCheckpoint.__table__)
 
 
 # -- checkpoints -------------------------------------------------------------------------
@@ -59,11 +53,7 @@ def verifier_key(keystore: KeyStore, settings: Settings) -> str:
 def latest_checkpoint(session: Session, keystore: KeyStore, settings: Settings) -> str:
     """The signed checkpoint of the current tree; signs and stores a new one if it grew."""
     head = read_head(session)
-    last = session.execute(
-        select(_CHECKPOINTS.c.tree_size, _CHECKPOINTS.c.root_hash, _CHECKPOINTS.c.note)
-        .order_by(_CHECKPOINTS.c.id.desc())
-        .limit(1)
-    ).one_or_none()
+    last = audit_repo.last_checkpoint(session)
     root_hash = head.root_hash
     if last is not None:
         if last.tree_size > head.tree_size:
@@ -75,14 +65,7 @@ def latest_checkpoint(session: Session, keystore: KeyStore, settings: Settings) 
             return str(last.note)
     checkpoint = Checkpoint(settings.audit_origin, head.tree_size, root_hash)
     note = sign_checkpoint(checkpoint, keystore.audit_signing_key(), settings.audit_origin)
-    session.execute(
-        insert(_CHECKPOINTS).values(
-            tree_size=head.tree_size,
-            root_hash=root_hash,
-            note=note,
-            created_at=datetime.now(UTC),
-        )
-    )
+    audit_repo.add_checkpoint(session, head.tree_size, root_hash, note, datetime.now(UTC))
     publish_tree_size(head.tree_size)
     return note
 
@@ -101,11 +84,7 @@ def get_entries(session: Session, start: int, end: int) -> list[dict[str, Any]]:
     end = min(end, start + MAX_ENTRIES, tree_size(session))
     if start >= end:
         return []
-    rows = session.execute(
-        select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_json)
-        .where(_LEAVES.c.leaf_index >= start, _LEAVES.c.leaf_index < end)
-        .order_by(_LEAVES.c.leaf_index)
-    )
+    rows = audit_repo.leaf_range(session, start, end, end - start)
     return [{"index": int(i), "leaf": json.loads(bytes(data))} for i, data in rows]
 
 
@@ -213,11 +192,7 @@ def verify_log(session: Session, keystore: KeyStore, settings: Settings) -> Veri
 def _verified_checkpoints(
     session: Session, verifier: Verifier, settings: Settings
 ) -> list[_StoredCheckpoint]:
-    rows = session.execute(
-        select(_CHECKPOINTS.c.id, _CHECKPOINTS.c.tree_size)
-        .add_columns(_CHECKPOINTS.c.root_hash, _CHECKPOINTS.c.note)
-        .order_by(_CHECKPOINTS.c.id)
-    ).all()
+    rows = audit_repo.checkpoints(session)
     out: list[_StoredCheckpoint] = []
     for row in rows:
         where = f"checkpoint {row.id} (tree size {row.tree_size})"
@@ -282,12 +257,7 @@ def _name_first_bad_leaf(session: Session, start: int, end: int) -> None:
     Runs only after a bulk check failed, so it may be slow: it reads the stored
     index and leaf hash columns too, to say what is wrong.
     """
-    rows = session.execute(
-        select(_LEAVES.c.leaf_index, _LEAVES.c.leaf_json, _LEAVES.c.leaf_hash)
-        .where(_LEAVES.c.leaf_index >= start)
-        .order_by(_LEAVES.c.leaf_index)
-        .limit(end - start)
-    )
+    rows = audit_repo.leaves_with_hashes(session, start, end - start)
     for position, (index, data, stored_hash) in enumerate(rows, start):
         if index != position:
             raise _Bad(f"leaf {position}: missing (next stored leaf is {index})", position)

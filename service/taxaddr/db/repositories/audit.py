@@ -4,15 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import fetchall, fetchone, statements
-from taxaddr.db.schema import HEAD_ID, audit_accounting, audit_leaves
+from taxaddr.db.schema import (
+    HEAD_ID,
+    audit_accounting,
+    audit_checkpoints,
+    audit_head,
+    audit_leaves,
+)
 from taxaddr.db.statements import statements_for
+
+_READ_HEAD = select(audit_head.c.tree_size, audit_head.c.compact_range).where(
+    audit_head.c.id == HEAD_ID
+)
+
+
+def head(session: Session) -> Any:
+    """``(tree_size, compact_range)`` of the committed head as this transaction sees it
+    (no lock), or None."""
+    return session.connection().execute(_READ_HEAD).one_or_none()
 
 
 class Appender:
@@ -150,4 +166,42 @@ def set_accounting_key(
         update(_ACC)
         .where(_ACC.c.leaf_index == leaf_index)
         .values(kek_version=kek_version, wrapped_key=wrapped_key)
+    )
+
+
+# -- checkpoints and leaf reads (through the expression layer: not per disclosure)
+
+_CP = audit_checkpoints
+
+
+def last_checkpoint(session: Session) -> Any:
+    """``(tree_size, root_hash, note)`` of the newest stored checkpoint, or None."""
+    return session.execute(
+        select(_CP.c.tree_size, _CP.c.root_hash, _CP.c.note).order_by(_CP.c.id.desc()).limit(1)
+    ).one_or_none()
+
+
+def add_checkpoint(
+    session: Session, tree_size: int, root_hash: bytes, note: str, created_at: datetime
+) -> None:
+    session.execute(
+        insert(_CP).values(
+            tree_size=tree_size, root_hash=root_hash, note=note, created_at=created_at
+        )
+    )
+
+
+def checkpoints(session: Session) -> list[Any]:
+    """``(id, tree_size, root_hash, note)`` of every stored checkpoint, oldest first."""
+    query = select(_CP.c.id, _CP.c.tree_size, _CP.c.root_hash, _CP.c.note).order_by(_CP.c.id)
+    return list(session.execute(query).all())
+
+
+def leaves_with_hashes(session: Session, start: int, limit: int) -> Iterator[Any]:
+    """``(leaf_index, leaf_json, leaf_hash)`` of up to ``limit`` leaves from ``start``."""
+    yield from session.execute(
+        select(audit_leaves.c.leaf_index, audit_leaves.c.leaf_json, audit_leaves.c.leaf_hash)
+        .where(audit_leaves.c.leaf_index >= start)
+        .order_by(audit_leaves.c.leaf_index)
+        .limit(limit)
     )
