@@ -29,13 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taxaddr.cases.verify import VerifiedCase
-from taxaddr.db import insert_ignore
 from taxaddr.db.repositories import cases
-from taxaddr.db.schema import CaseReference
 from taxaddr.errors import CaseReferenceMalformed
 
 
@@ -61,17 +58,14 @@ def record_case(session: Session, vc: VerifiedCase, now: datetime | None = None)
         "disclosures_used": 0,
         "first_seen_at": now or datetime.now(UTC),
     }
-    insert_ignore(session, CaseReference, values)
-    row = session.execute(
-        select(
-            CaseReference.iss,
-            CaseReference.number,
-            CaseReference.court,
-            CaseReference.agency,
-            CaseReference.max_disclosures,
-        ).where(CaseReference.jti == vc.jti)
-    ).one()
-    if tuple(row) != (vc.iss, vc.number, vc.court, vc.agency, vc.max_disclosures):
+    cases.insert_case(session, values)
+    if cases.case_facts(session, vc.jti) != (
+        vc.iss,
+        vc.number,
+        vc.court,
+        vc.agency,
+        vc.max_disclosures,
+    ):
         raise CaseReferenceMalformed(
             "this jti is already in use for different case facts; the issuer must use a new jti"
         )
@@ -110,13 +104,5 @@ def _reserve(session: Session, vc: VerifiedCase) -> bool:
 
 def list_cases(session: Session) -> list[CaseUsageRow]:
     """Every case reference seen, with its usage, by case number."""
-    rows = session.execute(
-        select(
-            CaseReference.number,
-            CaseReference.court,
-            CaseReference.jti,
-            CaseReference.disclosures_used,
-            CaseReference.max_disclosures,
-        ).order_by(CaseReference.number, CaseReference.jti)
-    ).all()
+    rows = cases.all_cases(session)
     return [CaseUsageRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import fetchone, statements
+from taxaddr.db.engine import insert_ignore
+from taxaddr.db.schema import CaseReference, case_references
 
 
 def usage(session: Session, jti: str) -> int | None:
@@ -29,3 +32,29 @@ def key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple[
     issuer removed_at, jti revoked count, iss, number, court, agency, max_disclosures)``
     of the first case facts seen under ``jti`` (NULLs if none); None without the key."""
     return fetchone(session, statements(session).case_key_and_revocation, (jti, jti, iss, kid))
+
+
+def insert_case(session: Session, values: dict[str, Any]) -> bool:
+    """Remember a case reference unless its jti is known; True if inserted."""
+    return insert_ignore(session, CaseReference, values)
+
+
+def case_facts(session: Session, jti: str) -> tuple[Any, ...]:
+    """``(iss, number, court, agency, max_disclosures)`` first recorded under ``jti``."""
+    c = case_references
+    row = session.execute(
+        select(c.c.iss, c.c.number, c.c.court, c.c.agency, c.c.max_disclosures).where(
+            c.c.jti == jti
+        )
+    ).one()
+    return tuple(row)
+
+
+def all_cases(session: Session) -> list[Any]:
+    """``(number, court, jti, disclosures_used, max_disclosures)`` of every case
+    reference seen, by case number."""
+    c = case_references
+    query = select(
+        c.c.number, c.c.court, c.c.jti, c.c.disclosures_used, c.c.max_disclosures
+    ).order_by(c.c.number, c.c.jti)
+    return list(session.execute(query).all())
