@@ -15,13 +15,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases import jws
 from taxaddr.config import Settings
 from taxaddr.db import make_engine, write_transaction
+from taxaddr.db.repositories import cases
 from taxaddr.db.schema import ISSUER_ID_MAX, KID_MAX, CaseIssuer, CaseIssuerKey
 from taxaddr.errors import DatabaseUnavailable, UsageError
 
@@ -173,15 +173,13 @@ def add_key(
     now = now or datetime.now(UTC)
     if not_before and not_after and not_after <= not_before:
         raise UsageError("--not-after must be later than --not-before")
-    issuer = session.get(CaseIssuer, iss, with_for_update=True)
+    issuer = cases.issuer_for_update(session, iss)
     if issuer is None:
-        issuer = CaseIssuer(id=iss, added_at=now, removed_at=None)
-        session.add(issuer)
-        session.flush()
+        issuer = cases.add(session, CaseIssuer(id=iss, added_at=now, removed_at=None))
     issuer_was_removed = issuer.removed_at is not None
     if issuer_was_removed:
         issuer.removed_at = None  # trusting a key again re-trusts its issuer
-    key = session.get(CaseIssuerKey, (iss, jwk.kid), with_for_update=True)
+    key = cases.issuer_key_for_update(session, iss, jwk.kid)
     created = key is None
     retrusted = False
     if key is None:
@@ -198,7 +196,7 @@ def add_key(
             added_at=now,
             removed_at=None,
         )
-        session.add(key)
+        cases.add(session, key)
     else:
         if key.public_key != jwk.public_key or key.alg != jwk.alg:
             raise UsageError(
@@ -217,23 +215,17 @@ def add_key(
 
 def list_keys(session: Session) -> list[IssuerKeyInfo]:
     """Every issuer key ever registered (removed ones flagged), by issuer then kid."""
-    rows = session.execute(
-        select(CaseIssuerKey, CaseIssuer.removed_at)
-        .join(CaseIssuer, CaseIssuer.id == CaseIssuerKey.iss)
-        .order_by(CaseIssuerKey.iss, CaseIssuerKey.kid)
-    ).all()
+    rows = cases.issuer_keys_with_issuer_removal(session)
     return [_info(key, issuer_removed=removed is not None) for key, removed in rows]
 
 
 def remove(session: Session, iss: str, kid: str | None = None, now: datetime | None = None) -> int:
     """Stop trusting one key (``kid``) or the whole issuer; returns keys newly removed."""
     now = now or datetime.now(UTC)
-    issuer = session.get(CaseIssuer, check_issuer_id(iss), with_for_update=True)
+    issuer = cases.issuer_for_update(session, check_issuer_id(iss))
     if issuer is None:
         raise UsageError(f"no issuer {iss!r} is registered")
-    keys = session.scalars(
-        select(CaseIssuerKey).where(CaseIssuerKey.iss == iss).with_for_update()
-    ).all()
+    keys = cases.issuer_keys_for_update(session, iss)
     if kid is not None:
         keys = [k for k in keys if k.kid == kid]
         if not keys:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import fetchone, statements
 from taxaddr.db.engine import insert_ignore
-from taxaddr.db.schema import CaseReference, case_references
+from taxaddr.db.schema import CaseIssuer, CaseIssuerKey, CaseReference, case_references
 
 
 def usage(session: Session, jti: str) -> int | None:
@@ -58,3 +58,40 @@ def all_cases(session: Session) -> list[Any]:
         c.c.number, c.c.court, c.c.jti, c.c.disclosures_used, c.c.max_disclosures
     ).order_by(c.c.number, c.c.jti)
     return list(session.execute(query).all())
+
+
+# -- the trusted-issuer set (ORM entities: the registry edits them in place)
+
+_Registered = TypeVar("_Registered", CaseIssuer, CaseIssuerKey)
+
+
+def issuer_for_update(session: Session, iss: str) -> CaseIssuer | None:
+    return session.get(CaseIssuer, iss, with_for_update=True)
+
+
+def issuer_key_for_update(session: Session, iss: str, kid: str) -> CaseIssuerKey | None:
+    return session.get(CaseIssuerKey, (iss, kid), with_for_update=True)
+
+
+def issuer_keys_for_update(session: Session, iss: str) -> list[CaseIssuerKey]:
+    """Every key of ``iss``, locked for this transaction."""
+    query = select(CaseIssuerKey).where(CaseIssuerKey.iss == iss).with_for_update()
+    return list(session.scalars(query).all())
+
+
+def issuer_keys_with_issuer_removal(session: Session) -> list[Any]:
+    """``(key, issuer removed_at)`` of every key ever registered, by issuer then kid."""
+    return list(
+        session.execute(
+            select(CaseIssuerKey, CaseIssuer.removed_at)
+            .join(CaseIssuer, CaseIssuer.id == CaseIssuerKey.iss)
+            .order_by(CaseIssuerKey.iss, CaseIssuerKey.kid)
+        ).all()
+    )
+
+
+def add(session: Session, row: _Registered) -> _Registered:
+    """Add a new issuer or key row (written at once, so later reads see it)."""
+    session.add(row)
+    session.flush()
+    return row
