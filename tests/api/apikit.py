@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from taxaddr.api.app import create_app
 from taxaddr.api.runtime import dispose_engines, engine_for, keystore_for
@@ -262,6 +263,26 @@ def forge_case(
     hdr.update(header or {})
     signing_key = key or world.keystore.issuer_signing_key(DEV_ISSUER_ID)
     return jws.sign_compact(hdr, values, signing_key)
+
+
+def case_tokens(world: World) -> dict[str, str]:
+    """A case reference failing each verification step, by the code it must draw."""
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    good = forge_case(world)
+    head, payload, sig = good.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    return {
+        "case_reference_malformed": "not-a-jws",
+        "case_signature_invalid": f"{head}.{payload}.{flipped}",
+        "case_issuer_untrusted": forge_case(
+            world, claims={"iss": "rogue-court"}, key=Ed25519PrivateKey.generate()
+        ),
+        "case_algorithm_forbidden": forge_case(world, header={"alg": "HS256"}),
+        "case_audience_mismatch": forge_case(world, claims={"aud": "someone-else"}),
+        "case_expired": world.case(now=past),
+        "case_not_yet_valid": world.case(now=future),
+    }
 
 
 def tree_size(world: World) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -28,7 +27,7 @@ from tests.api.apikit import (
     RunningServer,
     World,
     body,
-    forge_case,
+    case_tokens,
     leaves,
     tree_size,
 )
@@ -203,25 +202,6 @@ def test_case_quota_is_enforced(server: RunningServer, world: World, agent: Iden
         assert usage(session, jti_of(case)) == 2
 
 
-def _case_tokens(world: World) -> dict[str, str]:
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
-    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    good = forge_case(world)
-    head, payload, sig = good.split(".")
-    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
-    return {
-        "case_reference_malformed": "not-a-jws",
-        "case_signature_invalid": f"{head}.{payload}.{flipped}",
-        "case_issuer_untrusted": forge_case(
-            world, claims={"iss": "rogue-court"}, key=Ed25519PrivateKey.generate()
-        ),
-        "case_algorithm_forbidden": forge_case(world, header={"alg": "HS256"}),
-        "case_audience_mismatch": forge_case(world, claims={"aud": "someone-else"}),
-        "case_expired": world.case(now=past),
-        "case_not_yet_valid": world.case(now=future),
-    }
-
-
 @pytest.mark.parametrize(
     "expected",
     [
@@ -237,7 +217,7 @@ def _case_tokens(world: World) -> dict[str, str]:
 def test_case_reference_refusals(
     server: RunningServer, world: World, agent: Identity, expected: str
 ) -> None:
-    payload = body(_case_tokens(world)[expected])
+    payload = body(case_tokens(world)[expected])
     before = tree_size(world)
     r = post(server, agent, payload)
     assert r.status_code == 403

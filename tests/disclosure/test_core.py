@@ -10,13 +10,11 @@ registered, append none (the outcome carries none). The end-to-end tests over mT
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import ssl
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.audit.leaf import new_server_id
@@ -37,7 +35,7 @@ from tests.api.apikit import (
     Identity,
     World,
     body,
-    forge_case,
+    case_tokens,
     leaves,
     tree_size,
 )
@@ -172,25 +170,6 @@ def test_other_roles_are_refused_with_a_leaf(world: World, svc: Any, who: str) -
     assert leaves(world, before, before + 1)[0]["requester_id"] == who
 
 
-def _case_tokens(world: World) -> dict[str, str]:
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
-    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    good = forge_case(world)
-    head, payload, sig = good.split(".")
-    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
-    return {
-        "case_reference_malformed": "not-a-jws",
-        "case_signature_invalid": f"{head}.{payload}.{flipped}",
-        "case_issuer_untrusted": forge_case(
-            world, claims={"iss": "rogue-court"}, key=Ed25519PrivateKey.generate()
-        ),
-        "case_algorithm_forbidden": forge_case(world, header={"alg": "HS256"}),
-        "case_audience_mismatch": forge_case(world, claims={"aud": "someone-else"}),
-        "case_expired": world.case(now=past),
-        "case_not_yet_valid": world.case(now=future),
-    }
-
-
 CASE_CODES = [
     "case_reference_malformed",
     "case_signature_invalid",
@@ -205,7 +184,7 @@ CASE_CODES = [
 @pytest.mark.parametrize("expected", CASE_CODES)
 def test_case_reference_refusals_carry_a_leaf(world: World, svc: Any, expected: str) -> None:
     before = tree_size(world)
-    outcome = decide(svc, agent(world), body(_case_tokens(world)[expected]))
+    outcome = decide(svc, agent(world), body(case_tokens(world)[expected]))
     refused = assert_refused_with_leaf(world, outcome, before, expected)
     assert refused.reasons == (expected,)
 
