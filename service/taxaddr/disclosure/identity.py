@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.audit.leaf import tin_shaped
@@ -93,7 +92,7 @@ def validate_registration(requester_id: str, agency: str, role: str) -> None:
 
 
 def get_record(session: Session, requester_id: str) -> RequesterRecord | None:
-    row = session.get(RequesterRow, requester_id)
+    row = requesters_repo.get(session, requester_id)
     if row is None:
         return None
     return RequesterRecord(
@@ -111,14 +110,12 @@ def add_requester(
     """Register ``cert`` as ``requester_id``; the caller commits."""
     validate_registration(requester_id, agency, role)
     fingerprint = pki.fingerprint(cert)
-    if session.get(RequesterRow, requester_id) is not None:
+    if requesters_repo.get(session, requester_id) is not None:
         raise UsageError(f"requester {requester_id} is already registered")
-    clash = session.execute(
-        select(RequesterRow.id).where(RequesterRow.fingerprint == fingerprint)
-    ).scalar_one_or_none()
-    if clash is not None:
+    if requesters_repo.id_of_fingerprint(session, fingerprint) is not None:
         raise UsageError("this certificate is already registered to another requester")
-    session.add(
+    requesters_repo.add(
+        session,
         RequesterRow(
             id=requester_id,
             fingerprint=fingerprint,
@@ -126,27 +123,22 @@ def add_requester(
             role=role,
             created_at=datetime.now(UTC),
             revoked_at=None,
-        )
+        ),
     )
-    session.flush()
     return RequesterRecord(requester_id, agency, role, fingerprint, revoked=False)
 
 
 def revoke_requester(session: Session, requester_id: str) -> bool:
     """Revoke; returns False when it was already revoked. Unknown ids are an error."""
-    row = session.get(RequesterRow, requester_id)
+    row = requesters_repo.get(session, requester_id)
     if row is None:
         raise UsageError(f"requester {requester_id} is not registered")
     if row.revoked_at is not None:
         return False
-    session.execute(
-        update(RequesterRow)
-        .where(RequesterRow.id == requester_id)
-        .values(revoked_at=datetime.now(UTC))
-    )
+    requesters_repo.set_revoked(session, requester_id, datetime.now(UTC))
     return True
 
 
 def registered_agencies(session: Session) -> set[str]:
     """Agencies of every registration: the bounded label set for metrics."""
-    return set(session.execute(select(RequesterRow.agency).distinct()).scalars())
+    return requesters_repo.agencies(session)
