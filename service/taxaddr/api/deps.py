@@ -67,3 +67,7 @@ def require_role(*roles: str) -> Callable[..., Requester]:
         return requester
 
     return dependency
+
+
+# The routes of the oversight role (audit log, summary, dashboard, compliance reports).
+Oversight = Annotated[Requester, Depends(require_role("oversight"))]

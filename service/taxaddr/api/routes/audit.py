@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from taxaddr.api.deps import get_service, require_role
+from taxaddr.api.deps import Oversight, get_service
 from taxaddr.audit import service as audit_service
-from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import NotFound
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-Oversight = Annotated[Requester, Depends(require_role("oversight"))]
 Index = Annotated[int, Query(ge=0, le=2**53)]
 Hash = Annotated[str, Field(pattern="^[0-9a-f]{64}$", description="SHA-256, hex")]
 

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr import metrics
-from taxaddr.api.deps import get_service, require_role
+from taxaddr.api.deps import Oversight, get_service, require_role
 from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
@@ -27,7 +27,6 @@ from taxaddr.oversight.summary import check_period, parse_day, summarize
 from taxaddr.oversight.verification import VerificationMonitor
 
 router = APIRouter(tags=["oversight"])
-Oversight = Annotated[Requester, Depends(require_role("oversight"))]
 Scraper = Annotated[Requester, Depends(require_role("monitor", "oversight"))]
 DayParam = Annotated[str | None, Query(max_length=10)]
 

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from taxaddr.api.deps import get_service, require_role
+from taxaddr.api.deps import Oversight, get_service
 from taxaddr.api.routes.oversight import DayParam, period
-from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import RequestInvalid
 from taxaddr.reports.compliance import produce_report
 from taxaddr.reports.document import FORMATS
 
 router = APIRouter(tags=["oversight"])
-Oversight = Annotated[Requester, Depends(require_role("oversight"))]
 
 MEDIA_TYPES = {
     "json": "application/json",
