@@ -11,11 +11,14 @@ difference between the two is confined to this package:
 * :mod:`taxaddr.db.statements` — every hot statement, built from the tables and compiled
   once per dialect into the driver string it runs;
 * :mod:`taxaddr.db.repositories` — one module per aggregate (requesters and the replay
-  guard, cases, address records, audit log and accounting): the domain's only SQL;
+  guard, cases and issuers, address records, audit log and accounting): the domain
+  packages' SQL (oversight's aggregate queries still build theirs in
+  ``taxaddr.oversight.queries`` and run them through :func:`taxaddr.db.driver.stream_rows`);
 * :mod:`taxaddr.db.engine` — engines, connection pragmas, durability checks, sessions and
   write transactions (``BEGIN IMMEDIATE`` on SQLite), snapshot reads, insert-or-ignore;
 * :mod:`taxaddr.db.driver` — compiled statements run on the DBAPI cursor, with driver
   errors re-raised as SQLAlchemy's;
+* :mod:`taxaddr.db.probes` — readiness and start-up probes (migrated, intact, writable);
 * :mod:`taxaddr.db.writer` — the cross-process writer queue of a SQLite file;
 * :mod:`taxaddr.db.checkpoint` — background WAL checkpoints.
 
@@ -43,10 +46,8 @@ from taxaddr.db.engine import (
     SQLITE_SYNCHRONOUS_MODES,
     bulk_write_connection,
     insert_ignore,
-    is_sqlite,
     make_engine,
     pinned_session,
-    session_factory,
     snapshot_session,
     sqlite_file,
     sqlite_synchronous,
@@ -73,12 +74,10 @@ __all__ = [
     "bulk_write_connection",
     "database_for",
     "insert_ignore",
-    "is_sqlite",
     "make_engine",
     "open_database",
     "opened",
     "pinned_session",
-    "session_factory",
     "snapshot_session",
     "sqlite_file",
     "sqlite_synchronous",

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import _sqlalchemy_errors
 from taxaddr.db.schema import Base
@@ -124,10 +124,6 @@ def _sqlite_begin(conn: Any) -> None:
     sql = f"BEGIN {mode}".strip()
     with _sqlalchemy_errors(conn.dialect, sql, ()):
         conn.connection.driver_connection.execute(sql)
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 _IMMEDIATE: dict[Engine, Engine] = {}
