@@ -259,7 +259,7 @@ def test_revoked_requester_is_refused_and_audited(server: RunningServer, world: 
     from taxaddr.disclosure.requesters import revoke
 
     ident = world.identity("agent-soon-gone")
-    revoke(world.settings, ident.id)
+    revoke(engine_for(world.settings), ident.id)
     before = tree_size(world)
     r = post(server, ident, body(world.case(requesters=[ident.id])))
     assert r.status_code == 403

@@ -140,7 +140,7 @@ def test_disclosed_carries_its_leaf_answer_and_receipt(world: World, svc: Any) -
 
 def test_revoked_requester_is_refused_with_a_leaf(world: World, svc: Any) -> None:
     ident = world.identity("agent-revoked")
-    revoke(world.settings, ident.id)
+    revoke(engine_for(world.settings), ident.id)
     before = tree_size(world)
     outcome = decide(svc, ident, body(world.case(requesters=[ident.id])))
     refused = assert_refused_with_leaf(world, outcome, before, "requester_revoked")
@@ -152,7 +152,7 @@ def test_revoked_requester_with_an_invalid_body_gets_the_servers_request_id(
     world: World, svc: Any
 ) -> None:
     ident = world.identity("agent-revoked-2")
-    revoke(world.settings, ident.id)
+    revoke(engine_for(world.settings), ident.id)
     before = tree_size(world)
     caller = Caller(request_id="not-a-canonical-uuid")
     outcome = disclose(svc, der(ident), b"{not json", caller)

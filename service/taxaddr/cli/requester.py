@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.config import get_settings
 from taxaddr.disclosure.requesters import register_requester, revoke
 
@@ -30,8 +31,11 @@ def requester_add(
     ] = None,
 ) -> None:
     """Register a client identity (its certificate's SHA-256 fingerprint)."""
+    settings = get_settings()
     result = register_requester(
-        get_settings(),
+        settings,
+        engine_for(settings),
+        keystore_for(settings),
         requester_id=requester_id,
         agency=agency,
         role=role,
@@ -50,7 +54,7 @@ def requester_revoke(
     requester_id: Annotated[str, typer.Argument(help="requester id to revoke")],
 ) -> None:
     """Revoke a client identity; its next request is refused."""
-    changed = revoke(get_settings(), requester_id)
+    changed = revoke(engine_for(get_settings()), requester_id)
     typer.echo(f"revoked: {requester_id}" if changed else f"already revoked: {requester_id}")
 
 

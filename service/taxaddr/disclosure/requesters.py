@@ -1,4 +1,8 @@
-"""Requester management behind `taxaddr requester add/revoke` (thin CLI, thick core)."""
+"""Requester management behind `taxaddr requester add/revoke` (thin CLI, thick core).
+
+The caller hands in the database engine and the key store (the CLI takes them from the
+process's shared resources); nothing here reaches for them itself.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.config import Settings
 from taxaddr.crypto import pki
+from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import (
     RequesterRecord,
@@ -33,6 +38,8 @@ class Registration:
 
 def register_requester(
     settings: Settings,
+    engine: Engine,
+    keystore: FileKeyStore,
     *,
     requester_id: str,
     agency: str,
@@ -48,14 +55,13 @@ def register_requester(
     if cert_pem is not None and issue_cert_dir is not None:
         raise UsageError("give only one of --cert PEM or --issue-cert OUTDIR")
     validate_registration(requester_id, agency, role)
-    engine = engine_for(settings)
     with write_transaction(engine) as session:
         existing = get_record(session, requester_id)
     if cert_pem is not None:
         cert = _load_cert(cert_pem)
         if existing is not None and _same(existing, agency, role, pki.fingerprint(cert)):
             return Registration(existing, already_registered=True, files=())
-        return Registration(_store(settings, requester_id, agency, role, cert), False, ())
+        return Registration(_store(engine, requester_id, agency, role, cert), False, ())
     if issue_cert_dir is None:
         raise UsageError("give one of --cert PEM or --issue-cert OUTDIR")
     if settings.env == "prod":
@@ -67,14 +73,13 @@ def register_requester(
             if _same(existing, agency, role, fp):
                 return Registration(existing, already_registered=True, files=(crt_path,))
         raise UsageError(f"requester {requester_id} is already registered")
-    keystore = keystore_for(settings)
     ca = keystore.client_ca()
     try:
         server_ca_pem = keystore.server_ca_path.read_bytes()
     except FileNotFoundError:
         raise KeyMaterialError("server CA certificate missing (run: taxaddr keys init)") from None
     issued = pki.issue_cert(ca, requester_id, server=False)
-    record = _store(settings, requester_id, agency, role, issued.cert)
+    record = _store(engine, requester_id, agency, role, issued.cert)
     issue_cert_dir.mkdir(parents=True, exist_ok=True)
     key_path = issue_cert_dir / f"{requester_id}.key"
     ca_path = issue_cert_dir / "ca.crt"
@@ -84,17 +89,17 @@ def register_requester(
     return Registration(record, already_registered=False, files=(crt_path, key_path, ca_path))
 
 
-def revoke(settings: Settings, requester_id: str) -> bool:
+def revoke(engine: Engine, requester_id: str) -> bool:
     """Revoke a registration; False when it was already revoked."""
-    with write_transaction(engine_for(settings)) as session:
+    with write_transaction(engine) as session:
         return revoke_requester(session, requester_id)
 
 
 def _store(
-    settings: Settings, requester_id: str, agency: str, role: str, cert: x509.Certificate
+    engine: Engine, requester_id: str, agency: str, role: str, cert: x509.Certificate
 ) -> RequesterRecord:
     try:
-        with write_transaction(engine_for(settings)) as session:
+        with write_transaction(engine) as session:
             return add_requester(
                 session, requester_id=requester_id, agency=agency, role=role, cert=cert
             )
