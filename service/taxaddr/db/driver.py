@@ -60,12 +60,6 @@ def statements(session: Session) -> Statements:
     return statements_for(session.get_bind().dialect)
 
 
-def is_driver_error(connection: Connection, exc: BaseException) -> bool:
-    """Whether ``exc`` is an error of ``connection``'s DBAPI driver (raised by a cursor
-    used directly, not yet wrapped by SQLAlchemy)."""
-    return isinstance(exc, connection.dialect.loaded_dbapi.Error)
-
-
 def stream_rows(session: Session, stmt: ClauseElement) -> Iterator[Any]:
     """Stream a statement's rows without per-row type processing (4x faster at 1M rows).
 
