@@ -38,56 +38,127 @@ code_order := [
 
 ordered_reasons := [code | some code in code_order; code in reasons]
 
-# Deny by default: allow only when no check produced a reason. Each check
-# below is "not <the condition that permits>", and every permitting condition
-# is written over the typed views further down, which are undefined when a
-# field is missing or of the wrong type; so a check that cannot be established
-# yields its code.
+# Deny by default, structurally. Each check is one boolean rule "<x>_ok" with
+# `default := false`, made true only by a body that establishes the permitting
+# condition over type-checked values (the typed views below). A reason is added
+# when its rule is false, so an input that is missing, mistyped or unreadable
+# can never drop a reason: `not <rule>` is only ever applied to such a rule,
+# never to an expression that could be undefined (OPA hoists references out of
+# `not`) or raise a built-in error (regorus raises where OPA is undefined).
+# allow needs every permitting condition AND an empty reasons set.
 default allowed := false
 
-allowed if count(reasons) == 0
+allowed if {
+	count(reasons) == 0
+	role_ok
+	not_expired_ok
+	started_ok
+	proceeding_ok
+	statute_designated_ok
+	statute_on_case_ok
+	agency_ok
+	requester_on_case_ok
+	subject_on_case_ok
+	periods_covered_ok
+	reason_specific_ok
+	address_ok
+	quota_ok
+}
 
 # --- the denial codes ------------------------------------------------------------
 
-# The role comes from the registered identity, never from the request body.
-reasons contains "role_forbidden" if not input.requester.role == "requester"
+reasons contains "role_forbidden" if not role_ok
 
-# Case window nbf <= now < exp. An unreadable `now`, `exp` or `nbf` fails the
-# comparison, so nothing shows the case to be in force.
-reasons contains "case_expired" if not now_ns < exp_ns
+reasons contains "case_expired" if not not_expired_ok
 
-reasons contains "case_not_yet_valid" if not now_ns >= nbf_ns
+reasons contains "case_not_yet_valid" if not started_ok
 
-reasons contains "proceeding_not_criminal" if not input.case.proceeding == "criminal"
+reasons contains "proceeding_not_criminal" if not proceeding_ok
 
-# The request's statute must be a designated federal criminal statute ...
-reasons contains "statute_not_criminal" if not cfg.criminal_statutes[statute]
+reasons contains "statute_not_criminal" if not statute_designated_ok
 
-# ... and named on the case reference.
-reasons contains "statute_not_on_case" if not statute in case_statutes
+reasons contains "statute_not_on_case" if not statute_on_case_ok
 
-reasons contains "agency_mismatch" if not requester_agency == input.case.agency
+reasons contains "agency_mismatch" if not agency_ok
 
-reasons contains "requester_not_on_case" if not requester_id in case_requesters
+reasons contains "requester_not_on_case" if not requester_on_case_ok
 
-# Subjects are compared as keyed pseudonyms (HMAC of the normalized TIN).
-reasons contains "subject_not_on_case" if not subject_ref in case_subject_refs
+reasons contains "subject_not_on_case" if not subject_on_case_ok
 
-reasons contains "tax_period_not_covered" if not periods_covered
+reasons contains "tax_period_not_covered" if not periods_covered_ok
 
-reasons contains "reason_insufficient" if not reason_specific
+reasons contains "reason_insufficient" if not reason_specific_ok
 
-# 6103(i)(2)(B) also requires the taxpayer's name and address in the request;
-# the service passes only whether the supplied address was complete.
-reasons contains "address_incomplete" if not input.request.address_complete == true
+reasons contains "address_incomplete" if not address_ok
 
-reasons contains "case_quota_exhausted" if not usage < max_disclosures
+reasons contains "case_quota_exhausted" if not quota_ok
 
 # --- permitting conditions -----------------------------------------------------------
 
-# Every requested period is on the case; asking for none is not covered.
-periods_covered if {
-	is_array(requested_periods)
+# 6103(i)(2)(A): disclosure goes to officers of a federal agency personally and
+# directly engaged in the investigation; only the registered `requester` role
+# asks (the role comes from the registered identity, never from the body).
+default role_ok := false
+
+role_ok if input.requester.role == "requester"
+
+# 6103(i)(2)(A): the proceeding or investigation must exist now: the case
+# reference is in force, nbf <= now < exp. An unreadable `now`, `exp` or `nbf`
+# leaves the condition unestablished.
+default not_expired_ok := false
+
+not_expired_ok if now_ns < exp_ns
+
+default started_ok := false
+
+started_ok if now_ns >= nbf_ns
+
+# 6103(i)(2)(A): "pertaining to the enforcement of a specifically designated
+# Federal criminal statute": the case is a criminal proceeding ...
+default proceeding_ok := false
+
+proceeding_ok if input.case.proceeding == "criminal"
+
+# ... the request's statute is on the designation list of the data document
+# (no civil removability provision, no Title 26 statute) ...
+default statute_designated_ok := false
+
+statute_designated_ok if {
+	is_object(cfg.criminal_statutes)
+	statute in object.keys(cfg.criminal_statutes)
+}
+
+# ... and it is named on the case reference (6103(i)(2)(B): the statutory
+# authority of the request).
+default statute_on_case_ok := false
+
+statute_on_case_ok if statute in case_statutes
+
+# 6103(i)(2)(A): the requesting agency is the one the case names.
+default agency_ok := false
+
+agency_ok if {
+	case_agency := input.case.agency
+	is_string(case_agency)
+	requester_agency == case_agency
+}
+
+# 6103(i)(2)(A): the requester is personally named on the case.
+default requester_on_case_ok := false
+
+requester_on_case_ok if requester_id in case_requesters
+
+# 6103(i)(2)(B): the request names the taxpayer; subjects are compared as keyed
+# pseudonyms (HMAC of the normalized TIN).
+default subject_on_case_ok := false
+
+subject_on_case_ok if subject_ref in case_subject_refs
+
+# 6103(i)(2)(B): the taxable periods: every requested period is on the case;
+# asking for none is not covered.
+default periods_covered_ok := false
+
+periods_covered_ok if {
 	every period in requested_periods {
 		is_string(period)
 		period in case_periods
@@ -95,24 +166,40 @@ periods_covered if {
 }
 
 # 6103(i)(2)(B): the specific reasons why the disclosure is relevant: at least
-# min_reason_length characters after trimming, and not only boilerplate.
-reason_specific if {
+# min_reason_length characters after trimming, and at least
+# min_specific_words distinct words (ASCII letters and digits, 3 or more
+# characters, compared case-insensitively) that are neither words of the
+# boilerplate_reasons phrases nor filler words. Stock phrases, repeated,
+# chained or padded with short tokens, never pass.
+default reason_specific_ok := false
+
+reason_specific_ok if {
 	is_number(cfg.min_reason_length)
+	is_number(cfg.min_specific_words)
+	is_object(cfg.boilerplate_vocabulary)
 	count(reason_text) >= cfg.min_reason_length
-	not only_boilerplate
+	count(specific_words) >= cfg.min_specific_words
 }
 
-# A reason is only boilerplate when every word of it (runs of ASCII letters and
-# digits, lower-cased) is in the boilerplate vocabulary: the words of the
-# boilerplate_reasons phrases plus filler words. This catches a bare stock
-# phrase and stock phrases repeated or chained to pass the length limit. A
-# reason with no such word at all is boilerplate too.
-only_boilerplate if {
+specific_words contains word if {
 	is_object(cfg.boilerplate_vocabulary)
-	every word in regex.find_n(`[a-z0-9]+`, lower(reason_text), -1) {
-		cfg.boilerplate_vocabulary[word]
-	}
+	some token in regex.find_n(`[A-Za-z0-9]+`, reason_text, -1)
+	count(token) >= 3
+	word := lower(token)
+	not word in object.keys(cfg.boilerplate_vocabulary)
 }
+
+# 6103(i)(2)(B)(i): the request states the taxpayer's address; the service
+# passes only whether the supplied address was complete.
+default address_ok := false
+
+address_ok if input.request.address_complete == true
+
+# 6103(i)(2) is per taxpayer, never bulk: the case reference carries a
+# disclosure quota, and usage must be below it.
+default quota_ok := false
+
+quota_ok if usage < max_disclosures
 
 # --- typed views of the input: undefined unless present with the right type --------
 # (regorus raises where OPA would make an expression undefined, e.g. a builtin
@@ -173,32 +260,53 @@ case_periods := x if {
 	is_array(x)
 }
 
+# Counts are whole numbers in [0, 10^9]: both engines compare them exactly.
 usage := x if {
 	x := input.case_usage.disclosures
-	is_number(x)
-	x >= 0
+	whole_count(x)
 }
 
 max_disclosures := x if {
 	x := input.case.max_disclosures
+	whole_count(x)
+}
+
+whole_count(x) if {
 	is_number(x)
+	x >= 0
+	x <= 1000000000
+	floor(x) == x
 }
 
 # --- time ------------------------------------------------------------------------
 
-exp_ns := input.case.exp * 1000000000 if is_number(input.case.exp)
+# The case window in whole nanoseconds, compared as integers. exp and nbf must
+# be whole seconds in [0, 4.5e9] (before year 2113) and `now` is read to the
+# whole second: then every value is an integer below 2^62 whose float form is
+# exact as well, so both engines compare exactly (with whole-second exp and
+# nbf, dropping now's fraction changes no comparison).
+exp_ns := input.case.exp * 1000000000 if whole_seconds(input.case.exp)
 
-nbf_ns := input.case.nbf * 1000000000 if is_number(input.case.nbf)
+nbf_ns := input.case.nbf * 1000000000 if whole_seconds(input.case.nbf)
+
+whole_seconds(x) if {
+	is_number(x)
+	x >= 0
+	x <= 4500000000
+	floor(x) == x
+}
 
 # time.parse_rfc3339_ns raises on malformed text in regorus (OPA would only
-# make it undefined), so only a well-formed RFC 3339 date-time with a real
-# calendar date reaches it: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM).
-# [0-9], never \d: \d is Unicode-wide in regorus and exceeds its regex size
-# limit. Fixed-width digit strings compare like the numbers they spell.
-now_ns := time.parse_rfc3339_ns(input.now) if {
+# make it undefined), and it overflows 64 bits in 2262 (OPA: undefined;
+# regorus: error). So only a well-formed RFC 3339 date-time with a real
+# calendar date in the years 1970-2099 reaches it, its fraction dropped:
+# YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM). [0-9], never \d: \d is
+# Unicode-wide in regorus and exceeds its regex size limit. Fixed-width digit
+# strings compare like the numbers they spell.
+now_ns := time.parse_rfc3339_ns(regex.replace(input.now, `\.[0-9]+`, "")) if {
 	is_string(input.now)
 	regex.match(
-		`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`,
+		`^(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`,
 		input.now,
 	)
 	substring(input.now, 8, 2) <= month_days[substring(input.now, 5, 2)]

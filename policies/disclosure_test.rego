@@ -188,8 +188,11 @@ test_case_statutes_must_be_a_list if {
 	denied(with_case({"statutes": {"a": "8 U.S.C. 1253(a)(1)"}}), ["statute_not_on_case"])
 }
 
+# (Replaced by a non-object: OPA merges an object given with `with` into the
+# base document's object at that path instead of replacing it.)
 test_missing_statute_list_denies if {
-	denied(valid, ["statute_not_criminal"]) with data.taxaddr.policy_data.criminal_statutes as {}
+	denied(valid, ["statute_not_criminal"]) with data.taxaddr.policy_data.criminal_statutes as []
+	denied(valid, ["statute_not_criminal"]) with data.taxaddr.policy_data.criminal_statutes as null
 }
 
 # --- agency_mismatch -----------------------------------------------------------------
@@ -350,4 +353,71 @@ test_missing_data_document_denies if {
 	d := disclosure.decision with input as valid with data.taxaddr.policy_data as {}
 	d.allow == false
 	d.reasons == ["statute_not_criminal", "reason_insufficient"]
+}
+
+# --- fail-open regressions found under real OPA (issue 15) ---------------------------
+# Each of these was allowed by OPA 0.61 with the previous policy: a reference
+# hoisted out of `not` made the whole check undefined instead of denying.
+
+test_garbage_now_denies_under_both_engines if denied(with_now("garbage"), window_unknown)
+
+test_numeric_statute_denies if {
+	denied(with_request({"statute": 5}), ["statute_not_criminal", "statute_not_on_case"])
+}
+
+test_unreadable_usage_text_denies if denied(with_usage("none"), ["case_quota_exhausted"])
+
+test_missing_sections_deny_with_their_codes if {
+	denied(json.remove(valid, ["requester"]), ["role_forbidden", "agency_mismatch", "requester_not_on_case"])
+	denied(json.remove(valid, ["case"]), [
+		"case_expired", "case_not_yet_valid", "proceeding_not_criminal", "statute_not_on_case",
+		"agency_mismatch", "requester_not_on_case", "subject_not_on_case", "tax_period_not_covered",
+		"case_quota_exhausted",
+	])
+}
+
+# Years the time built-ins cannot represent (OPA: undefined past 2262; regorus:
+# an error) deny with reasons instead of failing or allowing.
+test_out_of_range_years_deny if {
+	denied(with_now("0000-01-01T00:00:00Z"), window_unknown)
+	denied(with_now("1969-12-31T23:59:59Z"), window_unknown)
+	denied(with_now("2300-01-01T00:00:00Z"), window_unknown)
+	denied(with_now("9999-12-31T23:59:59Z"), window_unknown)
+}
+
+# NumericDates must be whole seconds in range: both engines then compare exactly.
+test_case_bounds_must_be_whole_seconds_in_range if {
+	denied(with_case({"exp": 1800000000.5}), ["case_expired"])
+	denied(with_case({"exp": 1e300}), ["case_expired"])
+	denied(with_case({"nbf": -1}), ["case_not_yet_valid"])
+	allowed(with_case({"exp": 4500000000}))
+}
+
+test_fraction_of_now_is_dropped_for_whole_second_bounds if {
+	denied(object.union(with_now("2026-11-24T21:00:00.999999999Z"), {"case": object.union(valid.case, {"exp": 1795554000})}), ["case_expired"])
+	allowed(object.union(with_now("2026-11-24T20:59:59.999999999Z"), {"case": object.union(valid.case, {"exp": 1795554000})}))
+}
+
+test_counts_must_be_whole_numbers_in_range if {
+	denied(with_usage(0.5), ["case_quota_exhausted"])
+	denied(with_usage(1e12), ["case_quota_exhausted"])
+	denied(with_case({"max_disclosures": 1e12}), ["case_quota_exhausted"])
+}
+
+# 6103(i)(2)(B) asks for specific reasons: repeated or near-duplicate stock
+# phrases padded to the minimum length are not.
+test_repeated_boilerplate_with_a_short_token_is_insufficient if {
+	denied(with_request({"reason": "immigration enforcement immigration enforcement q"}), ["reason_insufficient"])
+	denied(with_request({"reason": "immigration enforcement, immigration enforcement, immigration enforcement"}), ["reason_insufficient"])
+	denied(with_request({"reason": "Immigration enforcment; removal proceeding; immigration enforcment"}), ["reason_insufficient"])
+	denied(with_request({"reason": "xx yy zz aa bb cc dd ee ff gg hh ii jj kk ll mm"}), ["reason_insufficient"])
+}
+
+test_specific_words_are_counted_once if {
+	denied(with_request({"reason": "warrant warrant warrant warrant warrant warrant warrant"}), ["reason_insufficient"])
+}
+
+test_missing_vocabulary_denies if {
+	denied(valid, ["reason_insufficient"]) with data.taxaddr.policy_data.boilerplate_vocabulary as []
+	denied(valid, ["reason_insufficient"]) with data.taxaddr.policy_data.min_specific_words as "3"
 }
