@@ -16,6 +16,8 @@ from taxaddr.db.statements import (
     AUDIT_LEAF_COLUMNS,
     Statement,
     Statements,
+    _address_existing_stmt,
+    compile_statement,
 )
 
 DIALECTS = {"sqlite": "?", "postgresql": "%s"}
@@ -71,8 +73,12 @@ def test_every_counted_statement_compiles_for_each_count(dialect: str, count: in
     for column in ADDRESS_COLUMNS:
         assert f"address_records.{column}" in lookup.sql
     existing = statements.variable("address_existing", count)
-    _check(existing, mark, tuple(f"blind_index_{n}" for n in range(count)))
+    _check(existing, mark, tuple(f"blind_index_{n + 1}" for n in range(count)))
     assert statements.address_existing(count) == existing.sql
+    # Expanded from a template compiled once; the same string as compiling for the count.
+    compiled = compile_statement("x", _address_existing_stmt(count), statements.dialect)
+    assert existing.sql == compiled.sql
+    assert existing.params == compiled.params
     nodes = statements.variable("audit_nodes", count)
     expected = tuple(p for j in range(count) for p in (f"level_{j}", f"node_index_{j}"))
     _check(nodes, mark, expected)
