@@ -125,7 +125,7 @@ default statute_designated_ok := false
 
 statute_designated_ok if {
 	is_object(cfg.criminal_statutes)
-	statute in object.keys(cfg.criminal_statutes)
+	is_object(cfg.criminal_statutes[statute])
 }
 
 # ... and it is named on the case reference (6103(i)(2)(B): the statutory
@@ -186,7 +186,7 @@ specific_words contains word if {
 	some token in regex.find_n(`[A-Za-z0-9]+`, reason_text, -1)
 	count(token) >= 3
 	word := lower(token)
-	not word in object.keys(cfg.boilerplate_vocabulary)
+	not cfg.boilerplate_vocabulary[word]
 }
 
 # 6103(i)(2)(B)(i): the request states the taxpayer's address; the service
