@@ -212,7 +212,7 @@ def mutated_inputs(draw: st.DrawFn) -> Any:
         if action == "delete":
             _set(doc, path, None, delete=True)
         elif action == "wrong":
-            _set(doc, path, draw(st.sampled_from(WRONG_VALUES)))
+            _set(doc, path, copy.deepcopy(draw(st.sampled_from(WRONG_VALUES))))
         elif action == "json":
             _set(doc, path, draw(json_values))
         elif leaf == "now":
@@ -224,7 +224,7 @@ def mutated_inputs(draw: st.DrawFn) -> Any:
         elif leaf == "reason":
             _set(doc, path, draw(st.text(min_size=30, max_size=90)))
         else:
-            _set(doc, path, draw(st.sampled_from(WRONG_VALUES)))
+            _set(doc, path, copy.deepcopy(draw(st.sampled_from(WRONG_VALUES))))
     return doc
 
 
