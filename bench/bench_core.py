@@ -103,12 +103,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="measured disclosures per round")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=Path(__file__).resolve().parents[1] / "policies",
+        help="an A/B of two builds uses one policy for both (policy cost is not the build's)",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="taxaddr-bench-core-"))
     try:
         world = build(
-            root, records=args.records, cases=args.cases, per_case=args.per_case, identities=1
+            root,
+            records=args.records,
+            cases=args.cases,
+            per_case=args.per_case,
+            identities=1,
+            policy_dir=args.policy_dir,
         )
         rid = world["ids"][0]
         der = ssl.PEM_cert_to_DER_cert(Path(f"{world['certs']}/{rid}.crt").read_text())
