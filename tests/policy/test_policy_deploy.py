@@ -10,10 +10,14 @@ import regorus
 OPA_DIR = Path(__file__).resolve().parents[2] / "deploy" / "opa"
 
 
-def test_mask_removes_the_reason_only() -> None:
+def test_mask_removes_the_reason_and_subject_pseudonyms() -> None:
     engine = regorus.Engine()
     engine.add_policy_from_file(str(OPA_DIR / "mask.rego"))
-    assert engine.eval_rule("data.system.log.mask") == {"/input/request/reason"}
+    assert engine.eval_rule("data.system.log.mask") == {
+        "/input/request/reason",
+        "/input/request/subject_ref",
+        "/input/case/subject_refs",
+    }
 
 
 @pytest.mark.parametrize("name", ["config.yaml", "config-local.yaml"])
@@ -24,3 +28,7 @@ def test_configs_load_the_taxaddr_bundle_and_mask_decision_logs(name: str) -> No
     assert bundle["service"] in config["services"]
     assert bundle["resource"].endswith(".tar.gz")
     assert config["decision_logs"]["mask_decision"] == "/system/log/mask"
+    # only a signed bundle, verified under an explicit key id, is activated
+    keyid = bundle["signing"]["keyid"]
+    assert keyid in config["keys"]
+    assert config["keys"][keyid]["algorithm"] in {"RS256", "ES256"}

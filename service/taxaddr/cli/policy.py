@@ -30,10 +30,27 @@ def policy_eval(
 @policy_app.command("bundle")
 def policy_bundle(
     out: Annotated[Path, typer.Option("--out", help="Where to write the bundle (tar.gz).")],
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            help="PEM private key (RSA >= 2048 bits: RS256; EC P-256: ES256) to sign the "
+            "bundle with (.signatures.json, as OPA's bundle signing documents it).",
+        ),
+    ] = None,
+    key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--key-id", help="Key id OPA verifies the signature under (with --signing-key)."
+        ),
+    ] = None,
 ) -> None:
     """Build an OPA bundle (tar.gz with .manifest revision and roots) of the policy directory."""
-    info = build_bundle(get_settings(), out)
-    typer.echo(f"wrote {info.path} (revision {info.revision}; roots {', '.join(info.roots)})")
+    info = build_bundle(get_settings(), out, signing_key=signing_key, key_id=key_id)
+    signed = f"; signed, key id {info.key_id}" if info.key_id else "; unsigned"
+    typer.echo(
+        f"wrote {info.path} (revision {info.revision}; roots {', '.join(info.roots)}{signed})"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -6,11 +6,21 @@ package path, and each second-level data object as ``<a>/<b>/data.json`` (so
 ``{"taxaddr": {"policy_data": …}}`` lands at ``taxaddr/policy_data/data.json``).
 ``*_test.rego`` files stay out: a production OPA evaluates decisions, not
 tests. The archive is reproducible: sorted entries, zero mtimes, no owners.
+
+Signed bundles follow OPA's bundle signing: ``.signatures.json`` is
+``{"signatures": [JWT]}``, the JWT (RS256 for an RSA key, ES256 for a P-256
+key; header ``kid``) signing ``{"files": [{"name", "hash", "algorithm":
+"SHA-256"}, …], "keyid": KID}`` over every other file of the bundle. OPA hashes a
+JSON file (``*.json``, ``.manifest``) over its canonical form (keys sorted,
+no whitespace, numbers as written, strings JSON-escaped without HTML escaping,
+U+2028/U+2029 escaped) and any other file over its bytes; ``file_hash`` does
+the same, checked against ``opa sign`` and OPA's own verification in the tests.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -18,8 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from taxaddr.errors import UsageError
 from taxaddr.policy.sources import PolicySources
+
+SIGNATURES_FILE = ".signatures.json"
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,82 @@ class BundleInfo:
     revision: str
     roots: tuple[str, ...]
     files: tuple[str, ...]
+    key_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BundleSigningKey:
+    """A private key (PEM) that signs bundles, and the key id OPA verifies it under."""
+
+    pem: bytes
+    key_id: str
+
+    @classmethod
+    def load(cls, path: Path, key_id: str) -> BundleSigningKey:
+        if not key_id.strip():
+            raise UsageError("--key-id must not be empty")
+        try:
+            return cls(path.read_bytes(), key_id)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot read signing key {path} ({exc.strerror or type(exc).__name__})"
+            ) from None
+
+    def algorithm_and_key(self) -> tuple[str, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
+        try:
+            key = serialization.load_pem_private_key(self.pem, password=None)
+        except (ValueError, TypeError):
+            raise UsageError("the signing key is not an unencrypted PEM private key") from None
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 2048:
+                raise UsageError("an RSA signing key must have at least 2048 bits")
+            return "RS256", key
+        if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+            return "ES256", key
+        raise UsageError("the signing key must be RSA (RS256) or EC P-256 (ES256)")
+
+    def sign(self, files: dict[str, bytes]) -> bytes:
+        """The ``.signatures.json`` bytes for ``files`` (every file but itself)."""
+        algorithm, key = self.algorithm_and_key()
+        payload = {
+            "files": [
+                {"name": name, "hash": file_hash(name, files[name]), "algorithm": "SHA-256"}
+                for name in sorted(files)
+            ],
+            "keyid": self.key_id,
+        }
+        token = jwt.encode(payload, key, algorithm=algorithm, headers={"kid": self.key_id})
+        return _json({"signatures": [token]})
+
+
+def file_hash(name: str, content: bytes) -> str:
+    """SHA-256 (hex) of a bundle file as OPA computes it for its signature."""
+    if name.endswith(".json") or PurePosixPath(name).name == ".manifest":
+        value = json.loads(content, parse_float=_RawNumber, parse_int=_RawNumber)
+        return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()
+    return hashlib.sha256(content).hexdigest()
+
+
+class _RawNumber(str):
+    """A JSON number kept as written (OPA hashes json.Number text)."""
+
+
+def _canonical(value: Any) -> str:
+    if isinstance(value, dict):
+        items = (f"{_string(k)}:{_canonical(value[k])}" for k in sorted(value))
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(v) for v in value) + "]"
+    if isinstance(value, _RawNumber):
+        return str.__str__(value)
+    if isinstance(value, str):
+        return _string(value)
+    return json.dumps(value)  # true, false, null
+
+
+def _string(text: str) -> str:
+    encoded = json.dumps(text, ensure_ascii=False)
+    return encoded.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def bundle_files(sources: PolicySources) -> tuple[dict[str, bytes], tuple[str, ...]]:
@@ -52,9 +144,13 @@ def bundle_files(sources: PolicySources) -> tuple[dict[str, bytes], tuple[str, .
     return files, tuple(sorted(roots))
 
 
-def write_bundle(sources: PolicySources, out: Path) -> BundleInfo:
-    """Write the bundle to ``out`` (replacing it); return what was written."""
+def write_bundle(
+    sources: PolicySources, out: Path, signing_key: BundleSigningKey | None = None
+) -> BundleInfo:
+    """Write the bundle to ``out`` (replacing it), signed when a key is given."""
     files, roots = bundle_files(sources)
+    if signing_key is not None:
+        files[SIGNATURES_FILE] = signing_key.sign(files)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(files):
@@ -74,7 +170,13 @@ def write_bundle(sources: PolicySources, out: Path) -> BundleInfo:
         raise UsageError(
             f"cannot write bundle to {out} ({exc.strerror or type(exc).__name__})"
         ) from None
-    return BundleInfo(path=out, revision=sources.version, roots=roots, files=tuple(sorted(files)))
+    return BundleInfo(
+        path=out,
+        revision=sources.version,
+        roots=roots,
+        files=tuple(sorted(files)),
+        key_id=signing_key.key_id if signing_key else None,
+    )
 
 
 def _package_of(text: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 from taxaddr.config import Settings
 from taxaddr.errors import UsageError
 from taxaddr.policy import get_policy_engine
-from taxaddr.policy.bundle import BundleInfo, write_bundle
+from taxaddr.policy.bundle import BundleInfo, BundleSigningKey, write_bundle
 from taxaddr.policy.engine import Decision
 from taxaddr.policy.sources import load_sources
 
@@ -31,9 +31,22 @@ def evaluate_file(settings: Settings, path: Path) -> Decision:
     return get_policy_engine(settings).decide(document)
 
 
-def build_bundle(settings: Settings, out: Path) -> BundleInfo:
-    """Write an OPA bundle of ``settings.policy_dir`` to ``out``."""
-    return write_bundle(load_sources(settings.policy_dir), out)
+def build_bundle(
+    settings: Settings,
+    out: Path,
+    *,
+    signing_key: Path | None = None,
+    key_id: str | None = None,
+) -> BundleInfo:
+    """Write an OPA bundle of ``settings.policy_dir`` to ``out``; signed when a key is given."""
+    if (signing_key is None) != (key_id is None):
+        raise UsageError("--signing-key and --key-id go together")
+    signer = (
+        BundleSigningKey.load(signing_key, key_id)
+        if signing_key is not None and key_id is not None
+        else None
+    )
+    return write_bundle(load_sources(settings.policy_dir), out, signer)
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,0 +1,290 @@
+"""Signed policy bundles and masked decision logs, under real OPA.
+
+OPA runs as documented in ``deploy/opa/config-local.yaml``: the bundle comes
+from a local bundle service (a static HTTP server), the verification key is
+set from a file (``--set-file keys.taxaddr-policy.key=…``), decision logs go
+to the console through ``deploy/opa/mask.rego``. A bundle signed by the
+policy key activates; an unsigned bundle, one with a file changed after
+signing and one signed by another key are refused (no active bundle), and
+the service's adapter then fails closed (``PolicyUnavailable``, a 503), never
+a decision.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import gzip
+import http.server
+import io
+import json
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from taxaddr.errors import PolicyUnavailable
+from taxaddr.policy.bundle import BundleSigningKey, bundle_files, file_hash, write_bundle
+from taxaddr.policy.embedded import EmbeddedPolicyEngine
+from taxaddr.policy.opa import OpaPolicyEngine
+from taxaddr.policy.sources import load_sources
+from tests.policy.real_opa import RealOpa, require_opa
+
+REPO = Path(__file__).resolve().parents[2]
+POLICY_DIR = REPO / "policies"
+OPA_DIR = REPO / "deploy" / "opa"
+KEY_ID = "taxaddr-policy"
+VALID = json.loads((POLICY_DIR / "decision_table.json").read_text())["cases"][0]["input"]
+BUNDLE_NAME = "taxaddr-policy.tar.gz"
+
+pytestmark = pytest.mark.xdist_group("real_opa_bundles")
+
+
+def _pem_pair(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, where: Path) -> Path:
+    """Write the private key (PEM) and its public key; return the public key's path."""
+    where.with_suffix(".pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = where.with_suffix(".pub.pem")
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return public
+
+
+@pytest.fixture(scope="module")
+def opa_binary() -> str:
+    return require_opa()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("policy-keys")
+    policy = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    policy_pub = _pem_pair(policy, root / "policy")
+    _pem_pair(other, root / "other")
+    return {"policy_pub": policy_pub, "policy": root / "policy.pem", "other": root / "other.pem"}
+
+
+@pytest.fixture(scope="module")
+def bundle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A static bundle service: (directory it serves, base URL)."""
+    root = tmp_path_factory.mktemp("bundle-service")
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _start_opa(
+    binary: str, workdir: Path, service_url: str, public_key: Path, *, wait_bundle: bool
+) -> RealOpa:
+    """OPA exactly as config-local.yaml documents it, pointed at the test bundle service."""
+    opa = RealOpa(
+        binary,
+        workdir,
+        [
+            "--config-file",
+            str(OPA_DIR / "config-local.yaml"),
+            "--set",
+            f"services.local-bundles.url={service_url}",
+            "--set",
+            "bundles.taxaddr.polling.min_delay_seconds=1",
+            "--set",
+            "bundles.taxaddr.polling.max_delay_seconds=2",
+            "--set-file",
+            f"keys.{KEY_ID}.key={public_key}",
+            str(OPA_DIR / "mask.rego"),
+        ],
+    )
+    return opa.start(wait_bundle=wait_bundle)
+
+
+def _publish(root: Path, signer: BundleSigningKey | None, *, tamper: bool = False) -> Path:
+    out = root / BUNDLE_NAME
+    write_bundle(load_sources(POLICY_DIR), out, signer)
+    if tamper:
+        _change_one_file(out)
+    return out
+
+
+def _change_one_file(bundle: Path) -> None:
+    """Rewrite the archive with the data document's min_reason_length changed (after signing)."""
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for member, content in members:
+            data = content
+            if member.name.endswith("policy_data/data.json"):
+                doc = json.loads(content)
+                doc["min_reason_length"] = 1
+                data = json.dumps(doc).encode()
+                member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    bundle.write_bytes(gzip.compress(raw.getvalue()))
+
+
+def _wait_not_activated(opa: RealOpa, seconds: float = 4.0) -> None:
+    """The bundle was fetched and refused: health with bundles stays not 200."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert opa.health(bundles=True) != 200, opa.log_tail()
+        time.sleep(0.2)
+    assert opa.health(bundles=False) == 200  # OPA itself runs
+
+
+def test_signatures_hash_files_as_opa_sign_does(
+    opa_binary: str, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    # A second implementation: `opa sign` over the same files gives the same hashes.
+    files, _ = bundle_files(load_sources(POLICY_DIR))
+    tree = tmp_path / "tree"
+    for name, content in files.items():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(content)
+    subprocess.run(
+        [opa_binary, "sign", "--signing-key", str(keys["policy"]), "--bundle", ".", "-o", ".."],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    token = json.loads((tmp_path / ".signatures.json").read_text())["signatures"][0]
+    body = token.split(".")[1]
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    theirs = {f["name"]: f["hash"] for f in payload["files"]}
+    assert theirs == {name: file_hash(name, content) for name, content in files.items()}
+
+
+def test_signed_bundle_activates_and_decides(
+    opa_binary: str,
+    keys: dict[str, Path],
+    bundle_server: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    root, url = bundle_server
+    _publish(root, BundleSigningKey.load(keys["policy"], KEY_ID))
+    opa = _start_opa(opa_binary, tmp_path, url, keys["policy_pub"], wait_bundle=True)
+    try:
+        engine = OpaPolicyEngine(opa.url, timeout_ms=3000)
+        engine.check()  # /health?bundles and a defined, denying decision
+        decision = engine.decide(VALID)
+        assert decision.allow is True
+        assert decision.policy_version == EmbeddedPolicyEngine(POLICY_DIR).policy_version
+    finally:
+        opa.stop()
+
+
+@pytest.mark.parametrize("variant", ["unsigned", "changed_after_signing", "other_key"])
+def test_bundles_that_do_not_verify_are_refused(
+    variant: str,
+    opa_binary: str,
+    keys: dict[str, Path],
+    bundle_server: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    root, url = bundle_server
+    if variant == "unsigned":
+        _publish(root, None)
+    elif variant == "changed_after_signing":
+        _publish(root, BundleSigningKey.load(keys["policy"], KEY_ID), tamper=True)
+    else:
+        _publish(root, BundleSigningKey.load(keys["other"], KEY_ID))
+    opa = _start_opa(opa_binary, tmp_path, url, keys["policy_pub"], wait_bundle=False)
+    try:
+        _wait_not_activated(opa)
+        engine = OpaPolicyEngine(opa.url, timeout_ms=3000)
+        with pytest.raises(PolicyUnavailable):
+            engine.decide(VALID)  # no active bundle: undefined decision, never an answer
+        with pytest.raises(PolicyUnavailable):
+            engine.check()
+    finally:
+        opa.stop()
+
+
+def test_ec_p256_signed_bundle_activates(
+    opa_binary: str, bundle_server: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, url = bundle_server
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = _pem_pair(key, tmp_path / "ec")
+    _publish(root, BundleSigningKey.load(tmp_path / "ec.pem", KEY_ID))
+    opa = RealOpa(
+        opa_binary,
+        tmp_path,
+        [
+            "--config-file",
+            str(OPA_DIR / "config-local.yaml"),
+            "--set",
+            f"services.local-bundles.url={url}",
+            "--set",
+            f"keys.{KEY_ID}.algorithm=ES256",
+            "--set-file",
+            f"keys.{KEY_ID}.key={public}",
+        ],
+    ).start(wait_bundle=True)
+    try:
+        assert OpaPolicyEngine(opa.url, timeout_ms=3000).decide(VALID).allow is True
+    finally:
+        opa.stop()
+
+
+def test_decision_log_holds_no_reason_and_no_subject_ref(
+    opa_binary: str,
+    keys: dict[str, Path],
+    bundle_server: tuple[Path, str],
+    tmp_path: Path,
+) -> None:
+    root, url = bundle_server
+    _publish(root, BundleSigningKey.load(keys["policy"], KEY_ID))
+    opa = _start_opa(opa_binary, tmp_path, url, keys["policy_pub"], wait_bundle=True)
+    reason = VALID["request"]["reason"]
+    refs = {VALID["request"]["subject_ref"], *VALID["case"]["subject_refs"]}
+    try:
+        assert OpaPolicyEngine(opa.url, timeout_ms=3000).decide(VALID).allow is True
+        deadline = time.monotonic() + 10
+        entries: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not entries:
+            entries = [
+                json.loads(line)
+                for line in opa.log_text().splitlines()
+                if line.startswith("{") and '"decision_id"' in line
+            ]
+            time.sleep(0.1)
+    finally:
+        opa.stop()
+    assert entries, "OPA logged no decision"
+    entry = entries[-1]
+    assert entry["path"] == "taxaddr/disclosure/decision"
+    logged = json.dumps(entry)
+    assert reason not in logged
+    for ref in refs:
+        assert ref not in logged
+    erased = set(entry.get("erased", []))  # type: ignore[arg-type]
+    assert {"/input/request/reason", "/input/request/subject_ref"} <= erased
+    assert "/input/case/subject_refs" in erased
+    # the decision itself and the non-personal facts stay in the log
+    assert entry["result"] == {"allow": True, "reasons": []}
+    assert entry["input"]["requester"]["id"] == VALID["requester"]["id"]  # type: ignore[index]
