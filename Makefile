@@ -9,7 +9,7 @@ TAXADDR := $(BIN)/taxaddr
 TEST_SYSTEM_PACKAGES := postgresql chromium prometheus softhsm2 poppler-utils
 PYTEST_ARGS ?=
 
-.PHONY: run test venv sysdeps lint typecheck unit bench clean
+.PHONY: run test venv sysdeps lint typecheck imports unit bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: sysdeps venv lint typecheck
+# The package layers and "no domain package imports an edge" (pyproject.toml).
+imports: venv
+	$(BIN)/lint-imports
+
+test: sysdeps venv lint typecheck imports
 	$(BIN)/pytest -p xdist -n 2 --dist loadgroup --cov --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
 bench: venv

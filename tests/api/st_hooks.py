@@ -17,7 +17,7 @@ from typing import Any
 
 import schemathesis
 
-from taxaddr.oversight.summary import MAX_PERIOD_DAYS
+from taxaddr.audit.summary import MAX_PERIOD_DAYS
 
 LARGEST = 2**53
 # path -> (lower, upper, strictly less)

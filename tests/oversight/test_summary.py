@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.summary import parse_day, summarize
 from taxaddr.errors import RequestInvalid
-from taxaddr.oversight.summary import parse_day, summarize
 
 EXPECTED_ROWS = [
     {

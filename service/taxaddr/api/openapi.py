@@ -33,7 +33,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from taxaddr.api.deps import current_requester
 from taxaddr.api.schemas import ErrorEnvelope
-from taxaddr.oversight.summary import MAX_PERIOD_DAYS
+from taxaddr.audit.summary import MAX_PERIOD_DAYS
 
 ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
 

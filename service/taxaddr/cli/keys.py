@@ -9,8 +9,8 @@ import typer
 
 from taxaddr.config import get_settings
 from taxaddr.crypto.keystore import init_dev_keys, open_keystore
-from taxaddr.crypto.published import public_keys
 from taxaddr.db import make_engine
+from taxaddr.disclosure.published import public_keys
 from taxaddr.store.rotation import DEFAULT_BATCH_SIZE, rotate_kek
 
 keys_app = typer.Typer(help="Create and rotate key material.", no_args_is_help=True)

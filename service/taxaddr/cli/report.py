@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.audit.summary import parse_day
 from taxaddr.config import get_settings
 from taxaddr.errors import RequestInvalid, UsageError
-from taxaddr.oversight.summary import parse_day
 from taxaddr.reports import compliance
 
 report_app = typer.Typer(

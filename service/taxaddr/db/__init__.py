@@ -13,7 +13,7 @@ difference between the two is confined to this package:
 * :mod:`taxaddr.db.repositories` — one module per aggregate (requesters and the replay
   guard, cases and issuers, address records, audit log and accounting): the domain
   packages' SQL (oversight's aggregate queries still build theirs in
-  ``taxaddr.oversight.queries`` and run them through :func:`taxaddr.db.driver.stream_rows`);
+  ``taxaddr.audit.queries`` and run them through :func:`taxaddr.db.driver.stream_rows`);
 * :mod:`taxaddr.db.engine` — engines, connection pragmas, durability checks, sessions and
   write transactions (``BEGIN IMMEDIATE`` on SQLite), snapshot reads, insert-or-ignore;
 * :mod:`taxaddr.db.driver` — compiled statements run on the DBAPI cursor, with driver

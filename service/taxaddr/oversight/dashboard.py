@@ -17,8 +17,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from taxaddr.oversight import charts, queries
-from taxaddr.oversight.summary import summarize
+from taxaddr.audit import queries
+from taxaddr.audit.summary import summarize
+from taxaddr.oversight import charts
 from taxaddr.oversight.verification import VerificationResult
 
 DEFAULT_DAYS = 30

@@ -38,18 +38,17 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from taxaddr.audit import merkle
+from taxaddr.audit import merkle, queries
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
 from taxaddr.audit.leaf import case_number_hash, display_statute
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
+from taxaddr.audit.summary import check_period
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, UsageError
-from taxaddr.oversight import queries
-from taxaddr.oversight.summary import check_period
 from taxaddr.reports import document, signing
 
 LEAF_CHUNK = 1 << 14

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from taxaddr.api.deps import CurrentRequester, get_service
 from taxaddr.api.readiness import readiness
 from taxaddr.api.schemas import ERRORS
-from taxaddr.crypto.published import public_keys
+from taxaddr.disclosure.published import public_keys
 
 router = APIRouter()
 

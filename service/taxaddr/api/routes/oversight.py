@@ -18,12 +18,12 @@ from taxaddr.api.deps import Oversight, get_service, require_role
 from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
+from taxaddr.audit.summary import check_period, parse_day, summarize
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import TaxaddrError
 from taxaddr.oversight import exposition
 from taxaddr.oversight.dashboard import CheckpointView, build_view, default_period, render_html
-from taxaddr.oversight.summary import check_period, parse_day, summarize
 from taxaddr.oversight.verification import VerificationMonitor
 
 router = APIRouter(tags=["oversight"])

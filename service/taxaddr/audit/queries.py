@@ -1,5 +1,8 @@
 """SQL aggregations over the audit log's denormalized, indexed leaf columns.
 
+Shared by the oversight views and the compliance reports (both import this
+module; neither imports the other).
+
 Oversight only ever counts: every query here groups or counts and returns
 agencies, statutes, outcomes, reason codes, days and numbers, never a subject
 pseudonym. ``below`` bounds the leaves to a tree size (``leaf_index < below``)

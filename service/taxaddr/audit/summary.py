@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.queries import aggregate_rows, totals
 from taxaddr.errors import RequestInvalid
-from taxaddr.oversight.queries import aggregate_rows, totals
 
 MAX_PERIOD_DAYS = 3660
 
