@@ -100,7 +100,7 @@ class World:
     ) -> Identity:
         """A client key + certificate (dev client CA unless ``ca``), registered unless told."""
         issued = pki.issue_cert(
-            ca or self.keystore.client_ca(),
+            ca or self.keystore.files.client_ca(),
             requester_id,
             server=False,
             not_before=(not_after - dt.timedelta(days=2)) if not_after else None,
@@ -116,7 +116,7 @@ class World:
                 add_requester(
                     session, requester_id=requester_id, agency=agency, role=role, cert=issued.cert
                 )
-        ident = Identity(requester_id, role, agency, cert, key, self.keystore.server_ca_path)
+        ident = Identity(requester_id, role, agency, cert, key, self.keystore.files.server_ca_path)
         self.identities[requester_id] = ident
         return ident
 

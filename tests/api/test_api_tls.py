@@ -39,7 +39,7 @@ def _refused(server: RunningServer, ctx: ssl.SSLContext) -> bool:
 
 
 def _ctx(world: World, ident: Identity | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(world.keystore.server_ca_path))
+    ctx = ssl.create_default_context(cafile=str(world.keystore.files.server_ca_path))
     if ident is not None:
         ctx.load_cert_chain(str(ident.cert), str(ident.key))
     return ctx

@@ -122,18 +122,18 @@ def test_keys_are_cached(keystore: FileKeyStore) -> None:
 
 def test_client_ca_missing(keys_dir: Path) -> None:
     store = FileKeyStore(keys_dir)
-    assert store.client_ca() is not None
+    assert store.files.client_ca() is not None
     (keys_dir / "client-ca.key").unlink()
     with pytest.raises(KeyMaterialError, match="client CA missing"):
-        store.client_ca()
+        store.files.client_ca()
 
 
 def test_tls_paths(keystore: FileKeyStore) -> None:
     for path in (
-        keystore.server_cert_path,
-        keystore.server_key_path,
-        keystore.server_ca_path,
-        keystore.client_ca_path,
+        keystore.files.server_cert_path,
+        keystore.files.server_key_path,
+        keystore.files.server_ca_path,
+        keystore.files.client_ca_path,
     ):
         assert path.is_file()
 

@@ -34,7 +34,9 @@ def _raw_session(token_label: str) -> pkcs11.Session:
 
 def test_satisfies_keystore_protocol(hsm_store: Pkcs11KeyStore) -> None:
     assert isinstance(hsm_store, KeyStore)
-    assert isinstance(hsm_store, FileKeyStore)
+    # composition, not inheritance: the file store's KEK code is not part of this store
+    assert not isinstance(hsm_store, FileKeyStore)
+    assert hsm_store.files.root == hsm_store.root
 
 
 def test_wrap_unwrap_round_trip(hsm_store: Pkcs11KeyStore) -> None:
@@ -204,8 +206,9 @@ def test_kek_is_not_extractable(hsm_store: Pkcs11KeyStore, token_label: str) -> 
 
 def test_store_never_reads_a_kek_file(hsm_store: Pkcs11KeyStore) -> None:
     # keys_dir has kek/v1.key from init_dev_keys; the HSM store must not use it
-    with pytest.raises(KeyMaterialError, match="never leave the HSM"):
-        hsm_store._kek(1)
+    # no KEK file reader at all: the store has neither the file store's KEKs nor a reader
+    assert not hasattr(hsm_store, "keks")
+    assert not hasattr(hsm_store, "_kek")
     files = FileKeyStore(hsm_store.root)
     _, wrapped = files.wrap(os.urandom(32))
     with pytest.raises(IntegrityError):
@@ -320,7 +323,7 @@ def test_check_verifies_file_keys_too(hsm_store: Pkcs11KeyStore) -> None:
 def test_other_keys_come_from_files(hsm_store: Pkcs11KeyStore, keys_dir: Path) -> None:
     files = FileKeyStore(keys_dir)
     assert hsm_store.blind_index_key() == files.blind_index_key()
-    assert hsm_store.server_cert_path == keys_dir / "server.crt"
+    assert hsm_store.files.server_cert_path == keys_dir / "server.crt"
 
 
 def test_open_keystore_chooses_pkcs11_from_settings(keys_dir: Path, token_label: str) -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from taxaddr.config import Settings
-from taxaddr.crypto.keystore import FileKeyStore, open_keystore
+from taxaddr.crypto.keystore import KeyStore, open_keystore
 from taxaddr.db import make_engine, stop_background_checkpoints
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
-_keystores: dict[tuple[Path, str], FileKeyStore] = {}
+_keystores: dict[tuple[Path, str], KeyStore] = {}
 
 
 def engine_for(settings: Settings) -> Engine:
@@ -29,7 +29,7 @@ def engine_for(settings: Settings) -> Engine:
         return engine
 
 
-def keystore_for(settings: Settings) -> FileKeyStore:
+def keystore_for(settings: Settings) -> KeyStore:
     """The shared key store for the settings' keys directory."""
     key = (Path(settings.keys_dir).resolve(), settings.keystore)
     with _lock:

@@ -54,7 +54,7 @@ from taxaddr.api.runtime import keystore_for
 from taxaddr.api.workers import PortLock, Supervisor, listen_socket
 from taxaddr.audit.leaf import new_server_id
 from taxaddr.config import Settings, worker_count
-from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.crypto.keystore import KeyStore
 from taxaddr.errors import KeyMaterialError, RateLimited, RequestHeaderTooLarge
 
 Scope = dict[str, Any]
@@ -64,7 +64,7 @@ ASGIApp = Callable[..., Any]
 _TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
 
 
-def build_ssl_context(keystore: FileKeyStore) -> ssl.SSLContext:
+def build_ssl_context(keystore: KeyStore) -> ssl.SSLContext:
     """Server context: TLS 1.2+ (1.3 preferred), client certificate required and verified."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -73,8 +73,10 @@ def build_ssl_context(keystore: FileKeyStore) -> ssl.SSLContext:
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     try:
-        ctx.load_cert_chain(str(keystore.server_cert_path), str(keystore.server_key_path))
-        ctx.load_verify_locations(cafile=str(keystore.client_ca_path))
+        ctx.load_cert_chain(
+            str(keystore.files.server_cert_path), str(keystore.files.server_key_path)
+        )
+        ctx.load_verify_locations(cafile=str(keystore.files.client_ca_path))
     except (OSError, ssl.SSLError) as exc:
         raise KeyMaterialError("server TLS certificate, key or client CA unusable") from exc
     ctx.verify_mode = ssl.CERT_REQUIRED
@@ -432,7 +434,7 @@ def release_service(app: Any) -> None:
 
 
 def make_config(
-    settings: Settings, app: ASGIApp, keystore: FileKeyStore, **overrides: Any
+    settings: Settings, app: ASGIApp, keystore: KeyStore, **overrides: Any
 ) -> uvicorn.Config:
     """uvicorn settings for the service (TLS always on; our own access log; the edge
     limits of the settings). Run it with :class:`TaxaddrServer`."""
@@ -517,7 +519,7 @@ def serve(settings: Settings) -> None:
 
 def run_app(
     settings: Settings,
-    keystore: FileKeyStore,
+    keystore: KeyStore,
     sockets: list[socket.socket] | None = None,
     heartbeat_fd: int | None = None,
 ) -> None:

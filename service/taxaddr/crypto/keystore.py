@@ -2,21 +2,14 @@
 
 The KEK never needs to leave the key store: callers ask it to wrap and unwrap
 data keys. The file implementation keeps versioned KEKs under ``KEYS_DIR/kek``;
-a PKCS#11 implementation keeps them in an HSM. The rest of the code only sees
-:class:`KeyStore`; :func:`open_keystore` picks the implementation from settings.
+a PKCS#11 implementation keeps them in an HSM. Both compose a
+:class:`~taxaddr.crypto.keyfiles.KeyFiles` (``files``) for everything that stays
+in files — HMAC and signing keys, issuer keys, the TLS material and the
+directory's layout — instead of one extending the other. The rest of the code
+only sees :class:`KeyStore`; :func:`open_keystore` picks the implementation from
+settings.
 
-Layout of a file key store (directory 0700, every file 0600)::
-
-    kek/v1.key ...            32-byte AES-256 KEKs; a retired one is renamed *.retired
-    blind-index.key           HMAC-SHA-256 key for the TIN blind index (store lookups)
-    pseudonym.key             HMAC-SHA-256 key for subject_ref pseudonyms (policy, audit)
-    audit-signing.key/.pub    Ed25519: checkpoints and disclosure receipts
-    report-signing.key/.pub   Ed25519: compliance reports
-    issuers/dev-court.key     Ed25519 private key of the dev case-reference issuer
-    issuers/dev-court.jwk     its public JWK (RFC 7517) with kid
-    server-ca.crt/.key        dev CA that signed server.crt
-    server.crt/.key           the API's TLS certificate
-    client-ca.crt/.key        dev CA for requester/oversight/monitor client certs
+The key directory's layout: :mod:`taxaddr.crypto.keyfiles`.
 """
 
 from __future__ import annotations
@@ -24,30 +17,41 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap,
-    aes_key_wrap,
-)
 
 from taxaddr.config import Settings, get_settings
 from taxaddr.crypto import pki
-from taxaddr.errors import IntegrityError, KeyMaterialError
+from taxaddr.crypto.keyfiles import (
+    FileBackedKeys,
+    FileKeks,
+    KeyFiles,
+    ensure_private_dir,
+    exposed_key_files,
+    write_private,
+)
+from taxaddr.errors import KeyMaterialError
 
 DEV_ISSUER_ID = "dev-court"
 DEV_ISSUER_KID = "dev-court-2026"
-_KEK_RE = re.compile(r"^v(\d+)\.key$")
+__all__ = [
+    "DEV_ISSUER_ID",
+    "DEV_ISSUER_KID",
+    "FileKeyStore",
+    "KeyFiles",
+    "KeyStore",
+    "ed25519_jwk",
+    "exposed_key_files",
+    "init_dev_keys",
+    "open_keystore",
+]
 
 
 @runtime_checkable
@@ -92,164 +96,65 @@ class KeyStore(Protocol):
         """Raise KeyMaterialError unless every key the service needs is usable."""
         ...
 
+    @property
+    def files(self) -> KeyFiles:
+        """What stays in files: HMAC and signing keys, issuer keys, TLS material, layout."""
+        ...
 
-class FileKeyStore:
-    """Keys as files in one directory (dev default, or files mounted by a deployment)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self._keks: dict[int, bytes] = {}
-        self._cache: dict[str, object] = {}
-
-    # -- KEKs -----------------------------------------------------------------------
-    def _kek_dir(self) -> Path:
-        return self.root / "kek"
-
-    def kek_versions(self) -> list[int]:
-        """Active (not retired) KEK versions, ascending."""
-        d = self._kek_dir()
-        if not d.is_dir():
-            return []
-        matches = (_KEK_RE.match(p.name) for p in d.iterdir())
-        return sorted(int(m.group(1)) for m in matches if m)
-
-    def current_kek_version(self) -> int:
-        versions = self.kek_versions()
-        if not versions:
-            raise KeyMaterialError(f"no KEK found in {self._kek_dir()} (run: taxaddr keys init)")
-        return versions[-1]
-
-    def _kek(self, version: int) -> bytes:
-        kek = self._keks.get(version)
-        if kek is None:
-            path = self._kek_dir() / f"v{version}.key"
-            kek = _read_secret(path, 32, f"KEK version {version}")
-            self._keks[version] = kek
-        return kek
-
-    def wrap(self, data_key: bytes) -> tuple[int, bytes]:
-        version = self.current_kek_version()
-        return version, aes_key_wrap(self._kek(version), data_key)
-
-    def wrap_with(self, version: int, data_key: bytes) -> bytes:
-        return aes_key_wrap(self._kek(version), data_key)
-
-    def unwrap(self, kek_version: int, wrapped: bytes) -> bytes:
-        try:
-            return aes_key_unwrap(self._kek(kek_version), wrapped)
-        except (InvalidUnwrap, InvalidKey, ValueError) as exc:
-            raise IntegrityError("a wrapped data key failed to unwrap") from exc
-
-    def new_kek_version(self) -> int:
-        d = self._kek_dir()
-        _ensure_private_dir(d)
-        existing = [int(m.group(1)) for p in d.iterdir() if (m := re.match(r"^v(\d+)", p.name))]
-        version = max(existing, default=0) + 1
-        _write_private(d / f"v{version}.key", os.urandom(32))
-        return version
-
-    def retire_kek(self, version: int) -> None:
-        path = self._kek_dir() / f"v{version}.key"
-        if path.exists():
-            path.rename(path.with_name(path.name + ".retired"))
-        self._keks.pop(version, None)
-
-    # -- symmetric keys -------------------------------------------------------------
-    def blind_index_key(self) -> bytes:
-        return self._secret("blind-index.key")
-
-    def pseudonym_key(self) -> bytes:
-        return self._secret("pseudonym.key")
-
-    def _secret(self, name: str) -> bytes:
-        cached = self._cache.get(name)
-        if isinstance(cached, bytes):
-            return cached
-        key = _read_secret(self.root / name, 32, name)
-        self._cache[name] = key
-        return key
-
-    # -- signing keys ---------------------------------------------------------------
-    def audit_signing_key(self) -> Ed25519PrivateKey:
-        return self._ed25519("audit-signing.key")
-
-    def report_signing_key(self) -> Ed25519PrivateKey:
-        return self._ed25519("report-signing.key")
+    @property
+    def root(self) -> Path:
+        """The key directory (``files.root``)."""
+        ...
 
     def issuer_signing_key(self, issuer_id: str) -> Ed25519PrivateKey:
         """A locally held case-reference issuer key (dev/testing stand-in for a court)."""
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", issuer_id):
-            raise KeyMaterialError("issuer id has characters not allowed in a key file name")
-        return self._ed25519(f"issuers/{issuer_id}.key")
+        ...
 
-    def _ed25519(self, name: str) -> Ed25519PrivateKey:
-        cached = self._cache.get(name)
-        if isinstance(cached, Ed25519PrivateKey):
-            return cached
-        path = self.root / name
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except FileNotFoundError:
-            raise KeyMaterialError(f"key file missing: {path}") from None
-        except (ValueError, TypeError) as exc:
-            raise KeyMaterialError(f"key file unreadable: {path}") from exc
-        if not isinstance(key, Ed25519PrivateKey):
-            raise KeyMaterialError(f"key file is not an Ed25519 key: {path}")
-        self._cache[name] = key
-        return key
 
-    # -- TLS material ---------------------------------------------------------------
-    @property
-    def server_cert_path(self) -> Path:
-        return self.root / "server.crt"
+class FileKeyStore(FileBackedKeys):
+    """Keys as files in one directory (dev default, or files mounted by a deployment)."""
 
-    @property
-    def server_key_path(self) -> Path:
-        return self.root / "server.key"
+    def __init__(self, root: Path) -> None:
+        self.files = KeyFiles(root)
+        self.keks = FileKeks(root)
 
-    @property
-    def server_ca_path(self) -> Path:
-        return self.root / "server-ca.crt"
+    def kek_versions(self) -> list[int]:
+        return self.keks.kek_versions()
 
-    @property
-    def client_ca_path(self) -> Path:
-        return self.root / "client-ca.crt"
+    def current_kek_version(self) -> int:
+        return self.keks.current_kek_version()
 
-    def client_ca(self) -> pki.CertKey:
-        try:
-            return pki.load_cert_key(
-                (self.root / "client-ca.crt").read_bytes(),
-                (self.root / "client-ca.key").read_bytes(),
-            )
-        except FileNotFoundError:
-            raise KeyMaterialError("dev client CA missing (run: taxaddr keys init)") from None
+    def wrap(self, data_key: bytes) -> tuple[int, bytes]:
+        return self.keks.wrap(data_key)
 
-    def exposed_files(self) -> list[str]:
-        """Secret files (and key directories) that group or others may use; see
-        :func:`exposed_key_files`."""
-        return exposed_key_files(self.root)
+    def wrap_with(self, version: int, data_key: bytes) -> bytes:
+        return self.keks.wrap_with(version, data_key)
+
+    def unwrap(self, kek_version: int, wrapped: bytes) -> bytes:
+        return self.keks.unwrap(kek_version, wrapped)
+
+    def new_kek_version(self) -> int:
+        return self.keks.new_kek_version()
+
+    def retire_kek(self, version: int) -> None:
+        self.keks.retire_kek(version)
 
     def check(self) -> None:
-        self._kek(self.current_kek_version())
-        self.blind_index_key()
-        self.pseudonym_key()
-        self.audit_signing_key()
-        self.report_signing_key()
+        self.keks.kek(self.keks.current_kek_version())
+        self.files.check()
 
 
-def open_keystore(
-    keys_dir: Path, kind: str = "file", settings: Settings | None = None
-) -> FileKeyStore:
+def open_keystore(keys_dir: Path, kind: str = "file", settings: Settings | None = None) -> KeyStore:
     """The one place the key store implementation is chosen.
 
-    ``pkcs11`` returns a :class:`~taxaddr.crypto.pkcs11_store.Pkcs11KeyStore` (a
-    FileKeyStore whose KEKs live in an HSM; module, token label and PIN come from
-    ``settings``, default :func:`taxaddr.config.get_settings`). See docs/pkcs11.md.
+    ``pkcs11`` returns a :class:`~taxaddr.crypto.pkcs11_store.Pkcs11KeyStore` (KEKs in
+    an HSM, the other keys from the directory's files; module, token label and PIN come
+    from ``settings``, default :func:`taxaddr.config.get_settings`). See docs/pkcs11.md.
     """
     if kind == "file":
         return FileKeyStore(keys_dir)
     if kind == "pkcs11":
-        # lazy: pkcs11_store imports this module, and file-only installs never load pkcs11
+        # lazy: file-only installs never load the PKCS#11 library
         from taxaddr.crypto.pkcs11_store import Pkcs11KeyStore  # noqa: PLC0415
 
         return Pkcs11KeyStore.from_settings(settings or get_settings(), keys_dir)
@@ -262,7 +167,7 @@ def open_keystore(
 def init_dev_keys(root: Path) -> list[str]:
     """Create every missing dev key; never overwrite. Returns the names created."""
     root = Path(root)
-    _ensure_private_dir(root)
+    ensure_private_dir(root)
     created: list[str] = []
     store = FileKeyStore(root)
     if not store.kek_versions() and not any((root / "kek").glob("v*.key*")):
@@ -277,7 +182,7 @@ def init_dev_keys(root: Path) -> list[str]:
     jwk_path = root / "issuers" / f"{DEV_ISSUER_ID}.jwk"
     if not jwk_path.exists():
         pub = store.issuer_signing_key(DEV_ISSUER_ID).public_key()
-        _write_private(jwk_path, json.dumps(ed25519_jwk(pub, DEV_ISSUER_KID), indent=2).encode())
+        write_private(jwk_path, json.dumps(ed25519_jwk(pub, DEV_ISSUER_KID), indent=2).encode())
         created.append(f"issuers/{DEV_ISSUER_ID}.jwk")
     for prefix, cn in (
         ("server-ca", "taxaddr dev server CA"),
@@ -285,16 +190,16 @@ def init_dev_keys(root: Path) -> list[str]:
     ):
         if not (root / f"{prefix}.crt").exists():
             ca = pki.make_ca(cn)
-            _write_private(root / f"{prefix}.key", ca.key_pem())
-            _write_private(root / f"{prefix}.crt", ca.cert_pem(), mode=0o644)
+            write_private(root / f"{prefix}.key", ca.key_pem())
+            write_private(root / f"{prefix}.crt", ca.cert_pem(), mode=0o644)
             created.append(f"{prefix}.crt")
     if not (root / "server.crt").exists():
         server_ca = pki.load_cert_key(
             (root / "server-ca.crt").read_bytes(), (root / "server-ca.key").read_bytes()
         )
         leaf = pki.issue_cert(server_ca, "localhost", server=True)
-        _write_private(root / "server.key", leaf.key_pem())
-        _write_private(root / "server.crt", leaf.cert_pem() + server_ca.cert_pem(), mode=0o644)
+        write_private(root / "server.key", leaf.key_pem())
+        write_private(root / "server.crt", leaf.cert_pem() + server_ca.cert_pem(), mode=0o644)
         created.append("server.crt")
     return created
 
@@ -312,8 +217,8 @@ def _create_ed25519(root: Path, name: str) -> bool:
     if key_path.exists():
         return False
     key = Ed25519PrivateKey.generate()
-    _ensure_private_dir(key_path.parent)
-    _write_private(
+    ensure_private_dir(key_path.parent)
+    write_private(
         key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -324,78 +229,12 @@ def _create_ed25519(root: Path, name: str) -> bool:
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_private(root / f"{name}.pub", pub, mode=0o644)
+    write_private(root / f"{name}.pub", pub, mode=0o644)
     return True
 
 
 def _create_if_absent(path: Path, make: Callable[[], bytes]) -> bool:
     if path.exists():
         return False
-    _write_private(path, make())
+    write_private(path, make())
     return True
-
-
-def _ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` exclusively (never overwrite) with ``mode``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, mode)
-
-
-# Group and others may not touch a secret at all; a key directory they may write to lets
-# them replace a key (its files' own modes do not matter then).
-_SECRET_MODE_FORBIDDEN = 0o077
-_DIRECTORY_MODE_FORBIDDEN = 0o022
-_PUBLIC_SUFFIXES = (".crt", ".pub", ".jwk", ".vkey", ".md")
-
-
-def exposed_key_files(root: Path) -> list[str]:
-    """Names (relative to ``root``, sorted) of the secret key files that group or others
-    may read or write, and of key directories they may write to.
-
-    Secret: every file of ``kek/`` (current and retired KEKs) and every other file
-    whose name does not end in a public suffix (certificates, public keys, JWKs,
-    verifier keys, Markdown notes). Modes are those of the files symlinks point to. A missing
-    directory has nothing exposed (:meth:`FileKeyStore.check` reports missing keys).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    exposed: list[str] = []
-    for directory, _subdirs, files in os.walk(root, followlinks=False):
-        here = Path(directory)
-        if here.stat().st_mode & _DIRECTORY_MODE_FORBIDDEN:
-            exposed.append(here.relative_to(root).as_posix() + "/")
-        for name in files:
-            path = here / name
-            relative = path.relative_to(root).as_posix()
-            public = name.endswith(_PUBLIC_SUFFIXES) and not relative.startswith("kek/")
-            if public:
-                continue
-            try:
-                mode = path.stat().st_mode
-            except OSError:  # a dangling symlink: reading it fails where it matters
-                continue
-            if mode & _SECRET_MODE_FORBIDDEN:
-                exposed.append(relative)
-    return sorted(exposed)
-
-
-def _read_secret(path: Path, length: int, what: str) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise KeyMaterialError(f"{what} missing: {path}") from None
-    except OSError as exc:
-        raise KeyMaterialError(f"{what} unreadable: {path}") from exc
-    if len(data) != length:
-        raise KeyMaterialError(f"{what} has the wrong length: {path}")
-    return data

@@ -13,8 +13,9 @@ What lives where:
   (not ``C_Encrypt``), so a data key travels as a short-lived *session* object: it is
   created, wrapped and destroyed (wrap), or unwrapped, read and destroyed (unwrap).
 * **Everything else** (blind-index and pseudonym HMAC keys, audit/report signing
-  keys, dev issuer keys, TLS material) comes from the files directory exactly as
-  in :class:`FileKeyStore`, which this class extends. An HMAC per imported row and
+  keys, dev issuer keys, TLS material) comes from the files directory through the
+  :class:`~taxaddr.crypto.keyfiles.KeyFiles` this store composes (``files``), as
+  the file key store does. An HMAC per imported row and
   per lookup through the HSM would cost a round trip each (a few thousand per
   second on SoftHSM, far fewer on a network HSM) and the TLS stack needs key
   files anyway; the trade-off is that those keys are protected by the
@@ -49,7 +50,7 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11e
 
-from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.crypto.keyfiles import FileBackedKeys, FileKeks, KeyFiles
 from taxaddr.errors import IntegrityError, KeyMaterialError
 
 if TYPE_CHECKING:
@@ -110,12 +111,11 @@ class _Lease:
     keks: dict[int, Any] = field(default_factory=dict)
 
 
-class Pkcs11KeyStore(FileKeyStore):
-    """A :class:`FileKeyStore` whose KEKs live in a PKCS#11 token (see module docstring).
+class Pkcs11KeyStore(FileBackedKeys):
+    """A key store whose KEKs live in a PKCS#11 token (see module docstring).
 
-    It subclasses the file store so every caller typed against ``FileKeyStore`` (TLS
-    paths, issuer keys, ...) works unchanged; every KEK method is overridden and the
-    file store's KEK reader refuses, so no KEK is ever read from disk.
+    Every other key comes from the composed :class:`KeyFiles`; no KEK is ever read
+    from disk (this class has no KEK file reader at all).
     """
 
     def __init__(
@@ -132,7 +132,7 @@ class Pkcs11KeyStore(FileKeyStore):
                 "PKCS#11 key store needs TAXADDR_PKCS11_MODULE, "
                 "TAXADDR_PKCS11_TOKEN_LABEL and TAXADDR_PKCS11_PIN"
             )
-        super().__init__(keys_dir)
+        self.files = KeyFiles(keys_dir)
         self.module = module
         self.token_label = token_label
         self._pin = pin
@@ -222,9 +222,6 @@ class Pkcs11KeyStore(FileKeyStore):
         return kek
 
     # -- KEKs -----------------------------------------------------------------------
-    def _kek(self, version: int) -> bytes:
-        raise KeyMaterialError("KEKs of the PKCS#11 key store never leave the HSM")
-
     def kek_versions(self) -> list[int]:
         """Active (not retired) KEK versions in the token, ascending."""
         with self._lease() as lease:
@@ -374,10 +371,7 @@ class Pkcs11KeyStore(FileKeyStore):
         if self.unwrap(version, self.wrap_with(version, probe)) != probe:
             raise KeyMaterialError(f"KEK version {version} failed its round trip")
         # every other key comes from the files directory, as in the file store
-        self.blind_index_key()
-        self.pseudonym_key()
-        self.audit_signing_key()
-        self.report_signing_key()
+        self.files.check()
 
 
 def init_token_kek(
@@ -397,13 +391,13 @@ def init_token_kek(
                 return []
         if import_from is None:
             return [store.new_kek_version()]
-        source = FileKeyStore(import_from)
+        source = FileKeks(import_from)
         versions = source.kek_versions()
         if not versions:
             raise KeyMaterialError(f"no KEK to import in {import_from}")
         for version in versions:
             # the one place a file KEK is read on purpose: moving it into the HSM
-            store.import_kek(version, source._kek(version))
+            store.import_kek(version, source.kek(version))
         return versions
     finally:
         store.close()

@@ -68,7 +68,7 @@ from taxaddr.cases.verify import VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
 from taxaddr.crypto import pki
 from taxaddr.crypto.envelope import subject_ref
-from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import (
     WriterQueue,
     database_for,
@@ -122,7 +122,7 @@ class DisclosureService:
 
     settings: Settings
     engine: Engine
-    keystore: FileKeyStore
+    keystore: KeyStore
     limiter: Limiter
     _policy_engine: PolicyEngine | None = field(default=None, repr=False)
     _pinned: dict[tuple[int, bool], Session] = field(default_factory=dict, repr=False)

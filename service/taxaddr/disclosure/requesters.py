@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from taxaddr.config import Settings
 from taxaddr.crypto import pki
-from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import (
     RequesterRecord,
@@ -39,7 +39,7 @@ class Registration:
 def register_requester(
     settings: Settings,
     engine: Engine,
-    keystore: FileKeyStore,
+    keystore: KeyStore,
     *,
     requester_id: str,
     agency: str,
@@ -73,9 +73,9 @@ def register_requester(
             if _same(existing, agency, role, fp):
                 return Registration(existing, already_registered=True, files=(crt_path,))
         raise UsageError(f"requester {requester_id} is already registered")
-    ca = keystore.client_ca()
+    ca = keystore.files.client_ca()
     try:
-        server_ca_pem = keystore.server_ca_path.read_bytes()
+        server_ca_pem = keystore.files.server_ca_path.read_bytes()
     except FileNotFoundError:
         raise KeyMaterialError("server CA certificate missing (run: taxaddr keys init)") from None
     issued = pki.issue_cert(ca, requester_id, server=False)
