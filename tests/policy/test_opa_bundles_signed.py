@@ -18,6 +18,7 @@ import gzip
 import http.server
 import io
 import json
+import random
 import subprocess
 import tarfile
 import threading
@@ -29,12 +30,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from taxaddr.errors import PolicyUnavailable
+from taxaddr.config import Settings
+from taxaddr.errors import PolicyUnavailable, UsageError
 from taxaddr.policy.bundle import BundleSigningKey, bundle_files, file_hash, write_bundle
 from taxaddr.policy.embedded import EmbeddedPolicyEngine
 from taxaddr.policy.opa import OpaPolicyEngine
 from taxaddr.policy.sources import load_sources
-from tests.policy.real_opa import RealOpa, require_opa
+from tests.api.apikit import Identity, World, body, build_world, cleanup, run_server, tree_size
+from tests.policy.real_opa import RealOpa, opa_with_bundle, require_opa
+from tests.policy.test_opa_real import cli_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_DIR = REPO / "policies"
@@ -146,20 +150,118 @@ def _change_one_file(bundle: Path) -> None:
     bundle.write_bytes(gzip.compress(raw.getvalue()))
 
 
-def _wait_not_activated(opa: RealOpa, seconds: float = 4.0) -> None:
-    """The bundle was fetched and refused: health with bundles stays not 200."""
+# What OPA 0.61 logs when it refuses each bundle (its verification, not a fetch error).
+REFUSAL = {
+    "unsigned": "bundle missing .signatures.json file",
+    "changed_after_signing": "digest mismatch",
+    "other_key": "verification error",
+}
+
+
+def _wait_refused(opa: RealOpa, why: str, seconds: float = 10.0) -> None:
+    """OPA fetched the bundle and refused it for ``why``; no bundle is active."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert opa.health(bundles=True) != 200, opa.log_tail()
-        time.sleep(0.2)
+    failures: list[str] = []
+    while time.monotonic() < deadline and not failures:
+        failures = [
+            str(entry.get("msg"))
+            for entry in _log_entries(opa)
+            if entry.get("name") == "taxaddr"
+            and str(entry.get("msg", "")).startswith("Bundle load failed")
+        ]
+        time.sleep(0.1)
+    assert failures, f"OPA logged no refused bundle: {opa.log_tail()}"
+    assert all(why in msg for msg in failures), failures
+    assert "Bundle loaded and activated" not in opa.log_text()
+    assert opa.health(bundles=True) != 200
     assert opa.health(bundles=False) == 200  # OPA itself runs
+
+
+def _log_entries(opa: RealOpa) -> list[dict[str, object]]:
+    entries = []
+    for line in opa.log_text().splitlines():
+        if line.startswith("{"):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                continue
+    return entries
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = build_world(tmp_path_factory.mktemp("signed-world"))
+    w.identity("agent-1")
+    yield w
+    cleanup()
+
+
+def _opa_settings(world: World, opa: RealOpa) -> Settings:
+    return world.settings.model_copy(
+        update={"policy_engine": "opa", "opa_url": opa.url, "opa_timeout_ms": 2000}
+    )
+
+
+def _random_json_text(rng: random.Random, depth: int = 0) -> str:
+    """JSON text with the spellings OPA's canonical hash must keep or normalize."""
+    numbers = ["0", "-0", "1.50", "1E+5", "2e-3", "-12.0", "123456789012345678901234567890"]
+    pieces = [
+        "\\b",
+        "\\f",
+        "\\n",
+        "\\r",
+        "\\t",
+        "\\u0001",
+        "\\u001f",
+        "\\u007f",
+        "\\u2028",
+        "\\u2029",
+        "\\ud800",
+        "\\ud83d\\ude00",
+        "\\/",
+        '\\"',
+        "\\\\",
+        "<&>",
+        "é",
+        "😀",
+        " ",
+        "ß",
+        "a",
+        " ",
+    ]
+
+    def text() -> str:
+        return '"' + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) + '"'
+
+    kind = rng.randint(0, 5) if depth < 3 else rng.randint(0, 2)
+    if kind == 0:
+        return rng.choice(numbers)
+    if kind == 1:
+        return text()
+    if kind == 2:
+        return rng.choice(["true", "false", "null"])
+    if kind == 3:
+        items = [_random_json_text(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+        return "[ " + " ,".join(items) + "]"
+    members = [
+        f"{text()} :\n {_random_json_text(rng, depth + 1)}" for _ in range(rng.randint(0, 4))
+    ]
+    return "{" + ",  ".join(members) + "}"
 
 
 def test_signatures_hash_files_as_opa_sign_does(
     opa_binary: str, keys: dict[str, Path], tmp_path: Path
 ) -> None:
-    # A second implementation: `opa sign` over the same files gives the same hashes.
+    # A second implementation: `opa sign` over the same files gives the same hashes,
+    # for the real bundle and for 150 generated data documents (every escape and
+    # number spelling OPA's canonical form keeps or rewrites), a non-data *.json
+    # file (hashed over its bytes) and a .manifest written with odd whitespace.
     files, _ = bundle_files(load_sources(POLICY_DIR))
+    rng = random.Random(15)
+    for index in range(150):
+        body_text = "{" + f'"k{index}": ' + _random_json_text(rng) + "}"
+        files[f"gen/d{index}/data.json"] = body_text.encode()
+    files["gen/other/notes.json"] = b'{"b": 1,   "a": "\\u003c"}\n'
     tree = tmp_path / "tree"
     for name, content in files.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +277,71 @@ def test_signatures_hash_files_as_opa_sign_does(
     body = token.split(".")[1]
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     theirs = {f["name"]: f["hash"] for f in payload["files"]}
-    assert theirs == {name: file_hash(name, content) for name, content in files.items()}
+    ours = {name: file_hash(name, content) for name, content in files.items()}
+    differing = sorted(name for name in files if theirs.get(name) != ours[name])
+    assert set(theirs) == set(ours)
+    assert not differing, [(name, files[name].decode()) for name in differing[:3]]
+
+
+def test_yaml_data_is_refused_rather_than_hashed_wrongly() -> None:
+    with pytest.raises(UsageError, match="YAML"):
+        file_hash("a/data.yaml", b"x: 1\n")
+
+
+def test_cli_signed_bundle_verifies_under_opa_verification_key_flags(
+    opa_binary: str, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    # The documented command line: `taxaddr policy bundle --signing-key --key-id`, and
+    # `opa run --bundle … --verification-key … --verification-key-id …` activates it.
+    out = tmp_path / "signed.tar.gz"
+    done = cli_bundle(out, "--signing-key", str(keys["policy"]), "--key-id", KEY_ID)
+    assert done.returncode == 0, done.stderr
+    assert f"signed, key id {KEY_ID}" in done.stdout
+    with tarfile.open(out, "r:gz") as tar:
+        signatures = json.loads(tar.extractfile(".signatures.json").read())  # type: ignore[union-attr]
+    header, payload = (
+        json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+        for part in signatures["signatures"][0].split(".")[:2]
+    )
+    assert header["alg"] == "RS256"
+    assert payload["keyid"] == KEY_ID
+    assert all(f["algorithm"] == "SHA-256" for f in payload["files"])
+    opa = opa_with_bundle(
+        opa_binary,
+        tmp_path,
+        out,
+        "--verification-key",
+        str(keys["policy_pub"]),
+        "--verification-key-id",
+        KEY_ID,
+    ).start(wait_bundle=True)
+    try:
+        decision = OpaPolicyEngine(opa.url, timeout_ms=3000).decide(VALID)
+        assert decision.allow is True
+        assert decision.policy_version == EmbeddedPolicyEngine(POLICY_DIR).policy_version
+    finally:
+        opa.stop()
+    # the same OPA with another key refuses the bundle from disk: it does not serve
+    refusing = opa_with_bundle(
+        opa_binary,
+        tmp_path,
+        out,
+        "--verification-key",
+        str(tmp_path / "wrong.pub.pem"),
+        "--verification-key-id",
+        KEY_ID,
+    )
+    _pem_pair(rsa.generate_private_key(public_exponent=65537, key_size=2048), tmp_path / "wrong")
+    with pytest.raises(RuntimeError, match="verification error"):
+        refusing.start(wait_bundle=True, timeout=15)
+    refusing.stop()
+
+
+def test_cli_needs_key_and_key_id_together(tmp_path: Path, keys: dict[str, Path]) -> None:
+    done = cli_bundle(tmp_path / "x.tar.gz", "--signing-key", str(keys["policy"]))
+    assert done.returncode != 0
+    assert "--signing-key and --key-id go together" in done.stderr + done.stdout
+    assert not (tmp_path / "x.tar.gz").exists()
 
 
 def test_signed_bundle_activates_and_decides(
@@ -200,9 +366,11 @@ def test_signed_bundle_activates_and_decides(
 @pytest.mark.parametrize("variant", ["unsigned", "changed_after_signing", "other_key"])
 def test_bundles_that_do_not_verify_are_refused(
     variant: str,
+    *,
     opa_binary: str,
     keys: dict[str, Path],
     bundle_server: tuple[Path, str],
+    world: World,
     tmp_path: Path,
 ) -> None:
     root, url = bundle_server
@@ -214,12 +382,23 @@ def test_bundles_that_do_not_verify_are_refused(
         _publish(root, BundleSigningKey.load(keys["other"], KEY_ID))
     opa = _start_opa(opa_binary, tmp_path, url, keys["policy_pub"], wait_bundle=False)
     try:
-        _wait_not_activated(opa)
+        _wait_refused(opa, REFUSAL[variant])
         engine = OpaPolicyEngine(opa.url, timeout_ms=3000)
         with pytest.raises(PolicyUnavailable):
             engine.decide(VALID)  # no active bundle: undefined decision, never an answer
         with pytest.raises(PolicyUnavailable):
             engine.check()
+        # the service on that OPA: 503 policy_unavailable, no leaf, not ready
+        agent: Identity = world.identities["agent-1"]
+        before = tree_size(world)
+        with run_server(world, _opa_settings(world, opa)) as srv, srv.client(agent) as client:
+            answer = client.post("/v1/disclosures", json=body(world.case()))
+            ready = client.get("/readyz")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "policy_unavailable"
+        assert "address" not in answer.text
+        assert ready.status_code != 200
+        assert tree_size(world) == before
     finally:
         opa.stop()
 

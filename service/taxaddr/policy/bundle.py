@@ -1,4 +1,4 @@
-"""An OPA bundle (tar.gz) of the decision policy, for OPA servers.
+r"""An OPA bundle (tar.gz) of the decision policy, for OPA servers.
 
 Layout: ``.manifest`` (``revision`` = the policy version, ``roots`` = the
 package paths and data paths the bundle owns), each decision module under its
@@ -11,10 +11,14 @@ Signed bundles follow OPA's bundle signing: ``.signatures.json`` is
 ``{"signatures": [JWT]}``, the JWT (RS256 for an RSA key, ES256 for a P-256
 key; header ``kid``) signing ``{"files": [{"name", "hash", "algorithm":
 "SHA-256"}, …], "keyid": KID}`` over every other file of the bundle. OPA hashes a
-JSON file (``*.json``, ``.manifest``) over its canonical form (keys sorted,
-no whitespace, numbers as written, strings JSON-escaped without HTML escaping,
-U+2028/U+2029 escaped) and any other file over its bytes; ``file_hash`` does
-the same, checked against ``opa sign`` and OPA's own verification in the tests.
+structured document (a file named ``data.json`` or ``.manifest``; OPA's
+``IsStructuredDoc``) over its canonical JSON (object keys sorted, no
+whitespace, numbers as written, strings escaped as Go's encoder with HTML
+escaping off: ``\"``, ``\\``, ``\n``, ``\r``, ``\t``, other control
+characters as ``\u00xx``, U+2028/U+2029 escaped, everything else raw UTF-8) and
+any other file (``*.rego``, any other ``*.json``) over its bytes; ``file_hash``
+does the same, checked byte for byte against ``opa sign`` and OPA's own
+verification in the tests.
 """
 
 from __future__ import annotations
@@ -94,10 +98,18 @@ class BundleSigningKey:
 
 def file_hash(name: str, content: bytes) -> str:
     """SHA-256 (hex) of a bundle file as OPA computes it for its signature."""
-    if name.endswith(".json") or PurePosixPath(name).name == ".manifest":
+    base = PurePosixPath(name).name
+    if base == "data.yaml":
+        # OPA converts YAML to JSON first; bundles written here never hold YAML.
+        raise UsageError(f"cannot hash {name}: YAML data files are not supported")
+    if base in _STRUCTURED:
         value = json.loads(content, parse_float=_RawNumber, parse_int=_RawNumber)
         return hashlib.sha256(_canonical(value).encode("utf-8")).hexdigest()
     return hashlib.sha256(content).hexdigest()
+
+
+# The files OPA parses before hashing (bundle.IsStructuredDoc, by base name).
+_STRUCTURED = frozenset({"data.json", ".manifest", SIGNATURES_FILE})
 
 
 class _RawNumber(str):
@@ -117,9 +129,24 @@ def _canonical(value: Any) -> str:
     return json.dumps(value)  # true, false, null
 
 
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _string(text: str) -> str:
-    encoded = json.dumps(text, ensure_ascii=False)
-    return encoded.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    """A JSON string as Go's encoding/json writes it with SetEscapeHTML(false)."""
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif code < 0x20 or code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\ufffd")  # a lone surrogate: Go decodes it as U+FFFD
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
 
 
 def bundle_files(sources: PolicySources) -> tuple[dict[str, bytes], tuple[str, ...]]:
