@@ -62,6 +62,26 @@ SEEDED_SECRETS = sorted(
 )
 
 
+# The policy refusals, each drawn by one change to a good request:
+# (expected code, label, world.case overrides, body overrides)
+POLICY_REFUSALS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+    ("proceeding_not_criminal", "civil", {"proceeding": "civil"}, {}),
+    (
+        "statute_not_criminal",
+        "civil statute",
+        {"statutes": ["8 U.S.C. 1227"]},
+        {"statute": "8 U.S.C. 1227"},
+    ),
+    ("statute_not_on_case", "other statute", {}, {"statute": "8 U.S.C. 1326"}),
+    ("agency_mismatch", "agency", {"agency": "FBI"}, {}),
+    ("requester_not_on_case", "requester", {"requesters": ["agent-2"]}, {}),
+    ("subject_not_on_case", "subject", {"subjects": [JOHN["tin"]]}, {}),
+    ("tax_period_not_covered", "period", {}, {"tax_periods": ["2021"]}),
+    ("reason_insufficient", "boilerplate", {}, {"reason": "immigration enforcement"}),
+    ("reason_insufficient", "short", {}, {"reason": "  needed for case  "}),
+]
+
+
 @dataclass(frozen=True)
 class Identity:
     id: str

@@ -22,6 +22,7 @@ from tests.api.apikit import (
     AMBIGUOUS,
     JANE,
     JOHN,
+    POLICY_REFUSALS,
     UNKNOWN,
     Identity,
     RunningServer,
@@ -114,26 +115,7 @@ def test_receipt_does_not_verify_under_another_key(
 # -- 403 policy and case codes, each with exactly one audit leaf -------------------------
 
 
-# (expected code, label, world.case overrides, body overrides)
-REFUSALS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    ("proceeding_not_criminal", "civil", {"proceeding": "civil"}, {}),
-    (
-        "statute_not_criminal",
-        "civil statute",
-        {"statutes": ["8 U.S.C. 1227"]},
-        {"statute": "8 U.S.C. 1227"},
-    ),
-    ("statute_not_on_case", "other statute", {}, {"statute": "8 U.S.C. 1326"}),
-    ("agency_mismatch", "agency", {"agency": "FBI"}, {}),
-    ("requester_not_on_case", "requester", {"requesters": ["agent-2"]}, {}),
-    ("subject_not_on_case", "subject", {"subjects": [JOHN["tin"]]}, {}),
-    ("tax_period_not_covered", "period", {}, {"tax_periods": ["2021"]}),
-    ("reason_insufficient", "boilerplate", {}, {"reason": "immigration enforcement"}),
-    ("reason_insufficient", "short", {}, {"reason": "  needed for case  "}),
-]
-
-
-@pytest.mark.parametrize("refusal", REFUSALS, ids=[r[1] for r in REFUSALS])
+@pytest.mark.parametrize("refusal", POLICY_REFUSALS, ids=[r[1] for r in POLICY_REFUSALS])
 def test_policy_refusals(
     server: RunningServer,
     world: World,

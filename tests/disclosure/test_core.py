@@ -31,6 +31,7 @@ from tests.api.apikit import (
     AMBIGUOUS,
     JANE,
     JOHN,
+    POLICY_REFUSALS,
     UNKNOWN,
     Identity,
     World,
@@ -195,24 +196,6 @@ def test_revoked_case_reference_is_refused_with_a_leaf(world: World, svc: Any) -
         revoke_case(session, jti_of(case))
     before = tree_size(world)
     assert_refused_with_leaf(world, decide(svc, agent(world), body(case)), before, "case_revoked")
-
-
-# (expected code, label, world.case overrides, body overrides)
-POLICY_REFUSALS: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    ("proceeding_not_criminal", "civil", {"proceeding": "civil"}, {}),
-    (
-        "statute_not_criminal",
-        "civil statute",
-        {"statutes": ["8 U.S.C. 1227"]},
-        {"statute": "8 U.S.C. 1227"},
-    ),
-    ("statute_not_on_case", "other statute", {}, {"statute": "8 U.S.C. 1326"}),
-    ("agency_mismatch", "agency", {"agency": "FBI"}, {}),
-    ("requester_not_on_case", "requester", {"requesters": ["agent-2"]}, {}),
-    ("subject_not_on_case", "subject", {"subjects": [JOHN["tin"]]}, {}),
-    ("tax_period_not_covered", "period", {}, {"tax_periods": ["2021"]}),
-    ("reason_insufficient", "boilerplate", {}, {"reason": "immigration enforcement"}),
-]
 
 
 @pytest.mark.parametrize("refusal", POLICY_REFUSALS, ids=[r[1] for r in POLICY_REFUSALS])
