@@ -469,3 +469,67 @@ def test_decision_log_holds_no_reason_and_no_subject_ref(
     # the decision itself and the non-personal facts stay in the log
     assert entry["result"] == {"allow": True, "reasons": []}
     assert entry["input"]["requester"]["id"] == VALID["requester"]["id"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "config-local.yaml"])
+def test_configs_without_the_public_key_do_not_start(opa_binary: str, name: str) -> None:
+    # The documented command without --set-file: OPA refuses the configuration
+    # (it never runs with signature verification silently off).
+    done = subprocess.run(
+        [
+            opa_binary,
+            "run",
+            "--server",
+            "--addr",
+            "127.0.0.1:0",
+            "--config-file",
+            str(OPA_DIR / name),
+            str(OPA_DIR / "mask.rego"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"no keys provided for key ID {KEY_ID}" in done.stdout + done.stderr
+
+
+def test_production_config_is_valid_for_opa_and_activates_a_signed_bundle(
+    opa_binary: str,
+    keys: dict[str, Path],
+    bundle_server: tuple[Path, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # config.yaml as deployed (env-substituted services, persistence), on 127.0.0.1 only.
+    root, url = bundle_server
+    (root / "bundles").mkdir(exist_ok=True)
+    write_bundle(
+        load_sources(POLICY_DIR),
+        root / "bundles" / BUNDLE_NAME,
+        BundleSigningKey.load(keys["policy"], KEY_ID),
+    )
+    monkeypatch.setenv("BUNDLE_SERVICE_URL", url)
+    monkeypatch.setenv("BUNDLE_SERVICE_TOKEN", "test-token")
+    monkeypatch.setenv("DECISION_LOG_SERVICE_URL", url)  # answers 501 to POST: logs retried
+    monkeypatch.setenv("DECISION_LOG_SERVICE_TOKEN", "test-token")
+    opa = RealOpa(
+        opa_binary,
+        tmp_path,
+        [
+            "--config-file",
+            str(OPA_DIR / "config.yaml"),
+            "--set",
+            f"persistence_directory={tmp_path / 'persist'}",
+            "--set-file",
+            f"keys.{KEY_ID}.key={keys['policy_pub']}",
+            str(OPA_DIR / "mask.rego"),
+        ],
+    ).start(wait_bundle=True)
+    try:
+        decision = OpaPolicyEngine(opa.url, timeout_ms=3000).decide(VALID)
+        assert decision.allow is True
+        assert decision.policy_version == EmbeddedPolicyEngine(POLICY_DIR).policy_version
+    finally:
+        opa.kill()  # a graceful stop would wait on flushing logs to the stand-in log service
