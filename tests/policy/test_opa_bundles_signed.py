@@ -533,3 +533,37 @@ def test_production_config_is_valid_for_opa_and_activates_a_signed_bundle(
         assert decision.policy_version == EmbeddedPolicyEngine(POLICY_DIR).policy_version
     finally:
         opa.kill()  # a graceful stop would wait on flushing logs to the stand-in log service
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> Path:
+    _pem_pair(key, path.with_suffix(""))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024), "2048 bits"),  # noqa: S505 (the weak key under test)
+        (lambda: ec.generate_private_key(ec.SECP384R1()), "RSA \\(RS256\\) or EC P-256"),
+    ],
+)
+def test_weak_or_unsupported_signing_keys_are_refused(
+    make: object, message: str, tmp_path: Path
+) -> None:
+    key = make()  # type: ignore[operator]
+    path = _write_key(tmp_path / "k.pem", key)
+    with pytest.raises(UsageError, match=message):
+        write_bundle(
+            load_sources(POLICY_DIR), tmp_path / "b.tar.gz", BundleSigningKey.load(path, KEY_ID)
+        )
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_unreadable_or_non_pem_signing_key_and_empty_key_id(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot read signing key"):
+        BundleSigningKey.load(tmp_path / "missing.pem", KEY_ID)
+    (tmp_path / "junk.pem").write_text("not a key\n")
+    with pytest.raises(UsageError, match="not an unencrypted PEM private key"):
+        BundleSigningKey.load(tmp_path / "junk.pem", KEY_ID).sign({"a/data.json": b"{}"})
+    with pytest.raises(UsageError, match="--key-id must not be empty"):
+        BundleSigningKey.load(tmp_path / "junk.pem", " ")
