@@ -183,8 +183,7 @@ reason_specific_ok if {
 
 specific_words contains word if {
 	is_object(cfg.boilerplate_vocabulary)
-	some token in regex.find_n(`[A-Za-z0-9]+`, reason_text, -1)
-	count(token) >= 3
+	some token in regex.find_n(`[A-Za-z0-9]{3,}`, reason_text, -1)
 	word := lower(token)
 	not cfg.boilerplate_vocabulary[word]
 }
