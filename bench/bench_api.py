@@ -110,7 +110,7 @@ def build(
     upgrade(url)
     settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=policy_dir)
     keystore = keystore_for(settings)
-    add_from_file(settings, DEV_ISSUER_ID, keys / "issuers" / f"{DEV_ISSUER_ID}.jwk")
+    add_from_file(engine_for(settings), DEV_ISSUER_ID, keys / "issuers" / f"{DEV_ISSUER_ID}.jwk")
     csv_path = root / "records.csv"
     with csv_path.open("w") as fh:
         fh.write("tin,name,street,city,state,zip,tax_period,as_of\n")

@@ -223,16 +223,20 @@ def _row(i: int, obj: dict[str, object], data: bytes, h: bytes) -> dict[str, obj
 def child_report(url: str, keys: str, fmt: str, out: str) -> None:
     """Runs in a fresh process: build + render + sign one report, print timing as JSON."""
     from taxaddr.reports.compliance import write_compliance_report
+    from taxaddr.services import opened_services
 
     settings = Settings(env="test", database_url=url, keys_dir=Path(keys))
     start = time.perf_counter()
-    result = write_compliance_report(
-        settings,
-        from_day=T0.date(),
-        to_day=T0.date() + timedelta(days=DAYS - 1),
-        fmt=fmt,
-        out=Path(out),
-    )
+    with opened_services(settings) as s:
+        result = write_compliance_report(
+            s.engine,
+            s.keystore,
+            settings,
+            from_day=T0.date(),
+            to_day=T0.date() + timedelta(days=DAYS - 1),
+            fmt=fmt,
+            out=Path(out),
+        )
     elapsed = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
@@ -249,11 +253,13 @@ def child_report(url: str, keys: str, fmt: str, out: str) -> None:
 
 
 def child_verify(url: str, keys: str, path: str) -> None:
-    from taxaddr.reports.compliance import run_verify
+    from taxaddr.reports.compliance import verify_report_file
+    from taxaddr.services import opened_services
 
     settings = Settings(env="test", database_url=url, keys_dir=Path(keys))
     start = time.perf_counter()
-    check = run_verify(settings, Path(path))
+    with opened_services(settings) as s:
+        check = verify_report_file(s.engine, s.keystore, settings, Path(path))
     elapsed = time.perf_counter() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": elapsed, "peak_rss_mb": rss_mb, "ok": check.ok}))

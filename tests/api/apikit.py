@@ -198,7 +198,9 @@ def build_world(root: Path, database_url: str | None = None, **settings_override
     values.update(settings_overrides)
     settings = Settings(**values)
     keystore = keystore_for(settings)
-    add_from_file(settings, DEV_ISSUER_ID, keys_dir / "issuers" / f"{DEV_ISSUER_ID}.jwk")
+    add_from_file(
+        engine_for(settings), DEV_ISSUER_ID, keys_dir / "issuers" / f"{DEV_ISSUER_ID}.jwk"
+    )
     csv_path = root / "seed.csv"
     lines = ["tin,name,street,city,state,zip,tax_period,as_of"]
     lines += [",".join(row) for row in SEED_ROWS]

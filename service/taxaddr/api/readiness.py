@@ -32,7 +32,7 @@ from taxaddr.api.runtime import keystore_for
 from taxaddr.audit.log import read_head
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import exposed_key_files
-from taxaddr.db import WriterQueue, make_engine, sqlite_file
+from taxaddr.db import WriterQueue, open_database, sqlite_file
 from taxaddr.db.probes import (
     integrity_problems,
     is_migrated,
@@ -173,7 +173,7 @@ def check_database(settings: Settings) -> None:
 
 
 def _startup_engine(settings: Settings) -> Engine:
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = open_database(settings, pool_size=1, max_overflow=0).engine
     path = missing_file(engine)
     if path is not None:
         # connecting would create an empty database file

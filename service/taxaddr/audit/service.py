@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
@@ -27,8 +28,8 @@ from taxaddr.audit.checkpoint import (
 from taxaddr.audit.leaf import INDEX_MARKER
 from taxaddr.audit.log import Head, publish_tree_size, read_head
 from taxaddr.config import Settings
-from taxaddr.crypto.keystore import KeyStore, open_keystore
-from taxaddr.db import make_engine, write_transaction
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db import write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, RequestInvalid
 
@@ -312,47 +313,28 @@ def _check_end(
 # -- entry points for the CLI ------------------------------------------------------------
 
 
-def run_checkpoint(settings: Settings) -> str:
+def checkpoint_note(engine: Engine, keystore: KeyStore, settings: Settings) -> str:
     """``taxaddr audit checkpoint``: the latest signed checkpoint (made if the tree grew)."""
-    engine = make_engine(settings.database_url)
-    try:
-        with write_transaction(engine) as session:
-            return latest_checkpoint(session, _keystore(settings), settings)
-    finally:
-        engine.dispose()
+    with write_transaction(engine) as session:
+        return latest_checkpoint(session, keystore, settings)
 
 
-def run_verify(settings: Settings) -> VerifyReport:
+def verify_audit_log(engine: Engine, keystore: KeyStore, settings: Settings) -> VerifyReport:
     """``taxaddr audit verify``: raises :class:`IntegrityError` naming the first bad place."""
-    engine = make_engine(settings.database_url)
-    try:
-        # A read transaction: appends go on meanwhile (see verify_log).
-        with Session(engine) as session, session.begin():
-            report = verify_log(session, _keystore(settings), settings)
-    finally:
-        engine.dispose()
+    # A read transaction: appends go on meanwhile (see verify_log).
+    with Session(engine) as session, session.begin():
+        report = verify_log(session, keystore, settings)
     if not report.ok:
         raise IntegrityError(report.message)
     return report
 
 
-def run_prove(settings: Settings, leaf_index: int, size: int | None) -> dict[str, Any]:
+def prove_leaf(
+    engine: Engine, keystore: KeyStore, settings: Settings, leaf_index: int, size: int | None
+) -> dict[str, Any]:
     """``taxaddr audit prove``: inclusion proof, by default at the latest checkpoint's size."""
-    engine = make_engine(settings.database_url)
-    try:
-        with write_transaction(engine) as session:
-            if size is None:
-                latest_checkpoint(session, _keystore(settings), settings)
-                size = tree_size(session)
-            return inclusion_proof_json(session, leaf_index, size)
-    finally:
-        engine.dispose()
-
-
-def run_vkey(settings: Settings) -> str:
-    """``taxaddr audit vkey``: the verifier key string for third parties."""
-    return verifier_key(_keystore(settings), settings)
-
-
-def _keystore(settings: Settings) -> KeyStore:
-    return open_keystore(settings.keys_dir, settings.keystore)
+    with write_transaction(engine) as session:
+        if size is None:
+            latest_checkpoint(session, keystore, settings)
+            size = tree_size(session)
+        return inclusion_proof_json(session, leaf_index, size)

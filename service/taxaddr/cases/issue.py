@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -27,8 +28,8 @@ from taxaddr.cases.issuers import check_issuer_id, parse_public_jwk
 from taxaddr.cases.usage import usage
 from taxaddr.cases.verify import AUDIENCE, VerifiedCase, verify_case_reference
 from taxaddr.config import Settings
-from taxaddr.crypto.keystore import open_keystore
-from taxaddr.db import insert_ignore, make_engine, write_transaction
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db import insert_ignore, write_transaction
 from taxaddr.db.schema import JTI_MAX, RevokedCaseJti
 from taxaddr.errors import (
     DatabaseUnavailable,
@@ -187,33 +188,25 @@ def describe(vc: VerifiedCase, pseudonym_key: bytes, disclosures_used: int) -> d
 # -- operator entry points (one per CLI command) -----------------------------------------
 
 
-def issue_from_settings(settings: Settings, spec: CaseSpec) -> str:
-    keystore = open_keystore(settings.keys_dir, settings.keystore)
-    return sign_case_reference(keystore, settings.keys_dir, spec)
-
-
-def revoke_from_settings(settings: Settings, jti: str) -> bool:
-    engine = make_engine(settings.database_url)
+def revoke_case(engine: Engine, jti: str) -> bool:
+    """``taxaddr case revoke``: True if the jti was newly revoked."""
     try:
         with write_transaction(engine) as session:
             return revoke(session, jti)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-    finally:
-        engine.dispose()
 
 
-def inspect_from_settings(settings: Settings, compact: str) -> dict[str, Any]:
+def inspect_case(
+    engine: Engine, keystore: KeyStore, settings: Settings, compact: str
+) -> dict[str, Any]:
     """Verify ``compact`` (``-``: read stdin) exactly as the service would; raise its code."""
     token = sys.stdin.read().strip() if compact == "-" else compact
-    pseudonym_key = open_keystore(settings.keys_dir, settings.keystore).pseudonym_key()
-    engine = make_engine(settings.database_url)
+    pseudonym_key = keystore.pseudonym_key()
     try:
         with Session(engine) as session:
             vc = verify_case_reference(token, session=session, settings=settings)
             used = usage(session, vc.jti)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-    finally:
-        engine.dispose()
     return describe(vc, pseudonym_key, used)

@@ -15,12 +15,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr.cases import jws
-from taxaddr.config import Settings
-from taxaddr.db import make_engine, write_transaction
+from taxaddr.db import write_transaction
 from taxaddr.db.repositories import cases
 from taxaddr.db.schema import ISSUER_ID_MAX, KID_MAX, CaseIssuer, CaseIssuerKey
 from taxaddr.errors import DatabaseUnavailable, UsageError
@@ -258,7 +258,7 @@ def _info(key: CaseIssuerKey, *, issuer_removed: bool) -> IssuerKeyInfo:
 
 
 def add_from_file(
-    settings: Settings,
+    engine: Engine,
     iss: str,
     jwk_path: Path,
     not_before: str | None = None,
@@ -272,33 +272,26 @@ def add_from_file(
     jwk = parse_public_jwk(data)
     nb = parse_when(not_before, "--not-before")
     na = parse_when(not_after, "--not-after")
-    engine = make_engine(settings.database_url)
     try:
         with write_transaction(engine) as session:
             return add_key(session, iss, jwk, not_before=nb, not_after=na)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-    finally:
-        engine.dispose()
 
 
-def list_from_settings(settings: Settings) -> list[IssuerKeyInfo]:
-    engine = make_engine(settings.database_url)
+def list_issuer_keys(engine: Engine) -> list[IssuerKeyInfo]:
+    """``taxaddr issuer list``."""
     try:
         with Session(engine) as session:
             return list_keys(session)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-    finally:
-        engine.dispose()
 
 
-def remove_from_settings(settings: Settings, iss: str, kid: str | None = None) -> int:
-    engine = make_engine(settings.database_url)
+def remove_issuer_key(engine: Engine, iss: str, kid: str | None = None) -> int:
+    """``taxaddr issuer remove``: how many keys were newly removed."""
     try:
         with write_transaction(engine) as session:
             return remove(session, iss, kid)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-    finally:
-        engine.dispose()

@@ -7,7 +7,7 @@ import json
 import typer
 
 from taxaddr.audit import service
-from taxaddr.config import get_settings
+from taxaddr.services import opened_services
 
 audit_app = typer.Typer(help="The tamper-evident audit log (RFC 6962).", no_args_is_help=True)
 
@@ -15,13 +15,16 @@ audit_app = typer.Typer(help="The tamper-evident audit log (RFC 6962).", no_args
 @audit_app.command("checkpoint")
 def audit_checkpoint() -> None:
     """Print the latest signed checkpoint (C2SP signed note); sign a new one if the log grew."""
-    typer.echo(service.run_checkpoint(get_settings()), nl=False)
+    with opened_services() as s:
+        note = service.checkpoint_note(s.engine, s.keystore, s.settings)
+    typer.echo(note, nl=False)
 
 
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the whole log and check it against every signed checkpoint (exit 1 on mismatch)."""
-    report = service.run_verify(get_settings())
+    with opened_services() as s:
+        report = service.verify_audit_log(s.engine, s.keystore, s.settings)
     typer.echo(report.message)
 
 
@@ -33,13 +36,16 @@ def audit_prove(
     ),
 ) -> None:
     """Print an RFC 6962 inclusion proof as JSON {leaf_index, tree_size, hashes}."""
-    typer.echo(json.dumps(service.run_prove(get_settings(), leaf, tree_size)))
+    with opened_services() as s:
+        proof = service.prove_leaf(s.engine, s.keystore, s.settings, leaf, tree_size)
+    typer.echo(json.dumps(proof))
 
 
 @audit_app.command("vkey")
 def audit_vkey() -> None:
     """Print the checkpoint verifier key (name+hash+base64 public key) for third parties."""
-    typer.echo(service.run_vkey(get_settings()))
+    with opened_services() as s:
+        typer.echo(service.verifier_key(s.keystore, s.settings))
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from taxaddr.cases import issue
-from taxaddr.config import get_settings
+from taxaddr.services import opened_services
 
 case_app = typer.Typer(help="Signed criminal-case references.", no_args_is_help=True)
 
@@ -45,13 +45,17 @@ def case_issue(  # noqa: PLR0917 - one parameter per contract flag
         max_disclosures=max_disclosures,
         valid_days=valid_days,
     )
-    typer.echo(issue.issue_from_settings(get_settings(), spec))
+    with opened_services() as services:
+        keys_dir = services.settings.keys_dir
+        typer.echo(issue.sign_case_reference(services.keystore, keys_dir, spec))
 
 
 @case_app.command("revoke")
 def case_revoke(jti: Annotated[str, typer.Argument(help="The case reference's jti.")]) -> None:
     """Revoke a case reference; refused from the next request on."""
-    if issue.revoke_from_settings(get_settings(), jti):
+    with opened_services() as services:
+        newly = issue.revoke_case(services.engine, jti)
+    if newly:
         typer.echo(f"revoked case reference {jti}")
     else:
         typer.echo(f"case reference {jti} was already revoked")
@@ -62,7 +66,9 @@ def case_inspect(
     token: Annotated[str, typer.Argument(help="The compact JWS, or - to read it from stdin.")],
 ) -> None:
     """Verify a case reference as the service would; print its claims (subjects as pseudonyms)."""
-    typer.echo(json.dumps(issue.inspect_from_settings(get_settings(), token), indent=2))
+    with opened_services() as services:
+        claims = issue.inspect_case(services.engine, services.keystore, services.settings, token)
+    typer.echo(json.dumps(claims, indent=2))
 
 
 def register(app: typer.Typer) -> None:

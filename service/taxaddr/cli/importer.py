@@ -10,8 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from taxaddr.config import get_settings
-from taxaddr.crypto.keystore import open_keystore
-from taxaddr.db import make_engine
+from taxaddr.services import Services
 from taxaddr.store.importer import DEFAULT_BATCH_SIZE, RowProblem, import_file
 
 
@@ -29,9 +28,7 @@ def import_command(
     Bad rows are reported on stderr as 'line N: <field>: <what is wrong>', never with
     their values. Exit status 0 only when every row was imported.
     """
-    settings = get_settings()
-    keystore = open_keystore(settings.keys_dir, settings.keystore)
-    engine = make_engine(settings.database_url)
+    services = Services.from_settings(get_settings())
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         total = file.stat().st_size if file.is_file() else None
@@ -58,8 +55,8 @@ def import_command(
                 progress.update(task, completed=done, rows=rows)
 
             report = import_file(
-                engine,
-                keystore,
+                services.engine,
+                services.keystore,
                 file,
                 strict=strict,
                 batch_size=batch_size,
@@ -67,7 +64,7 @@ def import_command(
                 on_progress=on_progress,
             )
     finally:
-        engine.dispose()
+        services.close()
     typer.echo(
         f"imported {report.imported} of {report.rows} rows "
         f"({report.inserted} new, {report.updated} updated, {report.unchanged} unchanged)"

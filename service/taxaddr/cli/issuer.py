@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from taxaddr.cases import issuers
-from taxaddr.config import get_settings
+from taxaddr.services import opened_services
 
 issuer_app = typer.Typer(
     help="Trusted case-reference issuers (courts, prosecutor's offices) and their keys.",
@@ -30,7 +30,8 @@ def issuer_add(
     ] = None,
 ) -> None:
     """Trust a public key of an issuer (idempotent; a kid never names two keys)."""
-    result = issuers.add_from_file(get_settings(), iss, jwk, not_before, not_after)
+    with opened_services() as s:
+        result = issuers.add_from_file(s.engine, iss, jwk, not_before, not_after)
     if result.created:
         verb = "added"
     elif result.retrusted:
@@ -43,7 +44,8 @@ def issuer_add(
 @issuer_app.command("list")
 def issuer_list() -> None:
     """List issuer keys with their validity windows and status."""
-    rows = issuers.list_from_settings(get_settings())
+    with opened_services() as s:
+        rows = issuers.list_issuer_keys(s.engine)
     if not rows:
         typer.echo("no trusted issuers")
         return
@@ -63,7 +65,8 @@ def issuer_remove(
     ] = None,
 ) -> None:
     """Stop trusting an issuer, or one of its keys; effective on the next request."""
-    removed = issuers.remove_from_settings(get_settings(), iss, kid)
+    with opened_services() as s:
+        removed = issuers.remove_issuer_key(s.engine, iss, kid)
     what = f"key {kid} of issuer {iss}" if kid else f"issuer {iss}"
     typer.echo(f"removed {what} ({removed} key(s) newly untrusted)")
 

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from taxaddr.config import get_settings
-from taxaddr.crypto.keystore import init_dev_keys, open_keystore
-from taxaddr.db import make_engine
+from taxaddr.crypto.keystore import init_dev_keys
 from taxaddr.disclosure.published import public_keys
+from taxaddr.services import opened_services
 from taxaddr.store.rotation import DEFAULT_BATCH_SIZE, rotate_kek
 
 keys_app = typer.Typer(help="Create and rotate key material.", no_args_is_help=True)
@@ -38,13 +38,8 @@ def keys_rotate_kek(
     Resumable: records still on an old KEK after an interrupted run are re-wrapped
     by the next run. Ciphertexts are not touched.
     """
-    settings = get_settings()
-    keystore = open_keystore(settings.keys_dir, settings.keystore)
-    engine = make_engine(settings.database_url)
-    try:
-        report = rotate_kek(engine, keystore, batch_size=batch_size)
-    finally:
-        engine.dispose()
+    with opened_services() as s:
+        report = rotate_kek(s.engine, s.keystore, batch_size=batch_size)
     retired = ", ".join(f"v{v}" for v in report.retired) or "none"
     typer.echo(
         f"KEK v{report.new_version} is current; re-wrapped {report.rewrapped} data keys; "
@@ -60,9 +55,8 @@ def keys_rotate_kek(
 def keys_public() -> None:
     """Print the public keys third parties verify with (the same JSON as GET /v1/keys):
     the audit log's verifier key, the receipt JWK and the report public key (PEM)."""
-    settings = get_settings()
-    keystore = open_keystore(settings.keys_dir, settings.keystore, settings)
-    typer.echo(json.dumps(public_keys(keystore, settings), indent=2))
+    with opened_services() as s:
+        typer.echo(json.dumps(public_keys(s.keystore, s.settings), indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from taxaddr.audit.summary import parse_day
-from taxaddr.config import get_settings
 from taxaddr.errors import RequestInvalid, UsageError
 from taxaddr.reports import compliance
+from taxaddr.services import opened_services
 
 report_app = typer.Typer(
     help="Signed compliance reports for courts and oversight.", no_args_is_help=True
@@ -43,14 +43,18 @@ def report_compliance(
     ] = ReportFormat.json,
 ) -> None:
     """Write a signed compliance report (FILE and its detached Ed25519 signature FILE.sig)."""
-    result = compliance.write_compliance_report(
-        get_settings(),
-        from_day=_day(from_, "--from"),
-        to_day=_day(to, "--to"),
-        fmt=fmt.value,
-        out=out,
-        case_number=case,
-    )
+    from_day, to_day = _day(from_, "--from"), _day(to, "--to")
+    with opened_services() as s:
+        result = compliance.write_compliance_report(
+            s.engine,
+            s.keystore,
+            s.settings,
+            from_day=from_day,
+            to_day=to_day,
+            fmt=fmt.value,
+            out=out,
+            case_number=case,
+        )
     totals = result.report["totals"]
     typer.echo(
         f"wrote {out} and {compliance.signature_path(out)}: {totals['requests']} requests, "
@@ -66,7 +70,8 @@ def report_verify(
     ],
 ) -> None:
     """Check FILE.sig and recompute every count from the audit log (exit 1 naming a mismatch)."""
-    check = compliance.run_verify(get_settings(), file)
+    with opened_services() as s:
+        check = compliance.verify_report_file(s.engine, s.keystore, s.settings, file)
     typer.echo(check.summary)
 
 

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-from taxaddr.api.runtime import engine_for, keystore_for
-from taxaddr.config import get_settings
 from taxaddr.disclosure.requesters import register_requester, revoke
+from taxaddr.services import opened_services
 
 requester_app = typer.Typer(
     help="Register and revoke client identities (mTLS certificates).", no_args_is_help=True
@@ -31,17 +30,17 @@ def requester_add(
     ] = None,
 ) -> None:
     """Register a client identity (its certificate's SHA-256 fingerprint)."""
-    settings = get_settings()
-    result = register_requester(
-        settings,
-        engine_for(settings),
-        keystore_for(settings),
-        requester_id=requester_id,
-        agency=agency,
-        role=role,
-        cert_pem=cert,
-        issue_cert_dir=issue_cert,
-    )
+    with opened_services() as s:
+        result = register_requester(
+            s.settings,
+            s.engine,
+            s.keystore,
+            requester_id=requester_id,
+            agency=agency,
+            role=role,
+            cert_pem=cert,
+            issue_cert_dir=issue_cert,
+        )
     rec = result.record
     state = "already registered" if result.already_registered else "registered"
     typer.echo(f"{state}: {rec.id} agency={rec.agency} role={rec.role} sha256={rec.fingerprint}")
@@ -54,7 +53,8 @@ def requester_revoke(
     requester_id: Annotated[str, typer.Argument(help="requester id to revoke")],
 ) -> None:
     """Revoke a client identity; its next request is refused."""
-    changed = revoke(engine_for(get_settings()), requester_id)
+    with opened_services() as s:
+        changed = revoke(s.engine, requester_id)
     typer.echo(f"revoked: {requester_id}" if changed else f"already revoked: {requester_id}")
 
 

@@ -45,8 +45,8 @@ from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.audit.summary import check_period
 from taxaddr.config import Settings
-from taxaddr.crypto.keystore import KeyStore, open_keystore
-from taxaddr.db import make_engine, snapshot_session, write_transaction
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db import snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.reports import document, signing
@@ -201,6 +201,8 @@ def produce_report(
 
 
 def write_compliance_report(
+    engine: Engine,
+    keystore: KeyStore,
     settings: Settings,
     *,
     from_day: date,
@@ -210,20 +212,15 @@ def write_compliance_report(
     case_number: str | None = None,
 ) -> SignedReport:
     """``taxaddr report compliance``: write FILE and FILE.sig."""
-    keystore = open_keystore(settings.keys_dir, settings.keystore)
-    engine = make_engine(settings.database_url)
-    try:
-        result = produce_report(
-            engine,
-            keystore,
-            settings,
-            from_day=from_day,
-            to_day=to_day,
-            fmt=fmt,
-            case_number=case_number,
-        )
-    finally:
-        engine.dispose()
+    result = produce_report(
+        engine,
+        keystore,
+        settings,
+        from_day=from_day,
+        to_day=to_day,
+        fmt=fmt,
+        case_number=case_number,
+    )
     _write_atomically(out, result.data)
     _write_atomically(signature_path(out), signing.signature_file_text(result.signature))
     return result
@@ -481,7 +478,9 @@ def _compare_cases(
     return problems
 
 
-def run_verify(settings: Settings, path: Path) -> ReportCheck:
+def verify_report_file(
+    engine: Engine, keystore: KeyStore, settings: Settings, path: Path
+) -> ReportCheck:
     """``taxaddr report verify FILE``: raises :class:`IntegrityError` naming what is wrong."""
     sig_path = signature_path(path)
     try:
@@ -492,13 +491,8 @@ def run_verify(settings: Settings, path: Path) -> ReportCheck:
         signature_text = sig_path.read_text("ascii")
     except (OSError, UnicodeDecodeError):
         raise UsageError(f"cannot read signature file {sig_path}") from None
-    keystore = open_keystore(settings.keys_dir, settings.keystore)
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.connect() as conn, Session(bind=conn) as session:
-            check = verify_report(session, keystore, settings, data, signature_text)
-    finally:
-        engine.dispose()
+    with engine.connect() as conn, Session(bind=conn) as session:
+        check = verify_report(session, keystore, settings, data, signature_text)
     if not check.ok:
         shown = check.problems[:MAX_PROBLEMS_SHOWN]
         more = len(check.problems) - len(shown)
