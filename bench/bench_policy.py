@@ -127,6 +127,25 @@ def best(rounds: int, n: int, fn: Callable[[], object]) -> tuple[float, float, f
     )
 
 
+def baseline_rows(
+    args: argparse.Namespace, allowed_text: str
+) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Raw regorus on another policy directory, same input (none without the option)."""
+    if args.baseline_policy_dir is None:
+        return []
+    engine = regorus.Engine()
+    sources = load_sources(args.baseline_policy_dir)
+    for path, text in sources.modules:
+        engine.add_policy(path, text)
+    engine.add_data_json(sources.data_text)
+
+    def evaluate() -> object:
+        engine.set_input_json(allowed_text)
+        return engine.eval_rule("data.taxaddr.disclosure.decision")
+
+    return [("raw regorus, BASELINE policy, allow", best(args.rounds, args.n, evaluate))]
+
+
 def real_opa_rows(
     args: argparse.Namespace, allowed: dict[str, Any], denied: dict[str, Any]
 ) -> list[tuple[str, tuple[float, float, float, float]]]:
@@ -163,6 +182,13 @@ def main() -> None:
     parser.add_argument("--opa-n", type=int, default=500, help="OPA round trips per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: none)")
+    parser.add_argument(
+        "--baseline-policy-dir",
+        type=Path,
+        default=None,
+        help="another policies/ directory (e.g. an older policy from git show) measured "
+        "in the same run as raw regorus rows, for an A/B of the policy itself",
+    )
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
@@ -196,6 +222,7 @@ def main() -> None:
     rows = [
         ("floor (regorus, one-line rule)", best(args.rounds, args.n, floor_eval)),
         ("raw regorus, real policy, allow", best(args.rounds, args.n, raw_eval)),
+        *baseline_rows(args, allowed_text),
         ("embedded decide(), allow", best(args.rounds, args.n, lambda: embedded.decide(allowed))),
         ("embedded decide(), deny x3", best(args.rounds, args.n, lambda: embedded.decide(denied))),
     ]
@@ -224,7 +251,7 @@ def main() -> None:
     )
     for name, (p50, p99, c50, c99) in rows:
         print(f"{name:<36} {p50:>9.1f} {p99:>9.1f} {c50:>9.1f} {c99:>9.1f}")
-    emb50, emb99, cpu50, cpu99 = rows[2][1]
+    emb50, emb99, cpu50, cpu99 = next(r for n, r in rows if n == "embedded decide(), allow")
     print(
         f"embedded allow vs targets (p50 150 us, p99 500 us): wall p50 {emb50:.0f}, "
         f"p99 {emb99:.0f}; on-CPU p50 {cpu50:.0f}, p99 {cpu99:.0f}; "
