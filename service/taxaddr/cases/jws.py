@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from functools import lru_cache
 from typing import Any
 
@@ -34,7 +33,6 @@ P256_COORD_BYTES = 32
 
 _B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64URL_VALUE = {c: i for i, c in enumerate(_B64URL_ALPHABET)}
-_B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class JoseFormatError(ValueError):
@@ -52,25 +50,43 @@ def b64url_decode(segment: str) -> bytes:
     non-canonical encodings (unused trailing bits set), so that one token has
     exactly one spelling and no byte of it can change without changing its meaning.
     """
-    if len(segment) % 4 == 1 or not _B64URL_RE.fullmatch(segment):
+    try:
+        data = segment.encode("ascii")
+    except UnicodeEncodeError:
+        raise JoseFormatError("not strict base64url") from None
+    return b64url_decode_bytes(data)
+
+
+_B64URL_ALPHABET_BYTES = _B64URL_ALPHABET.encode("ascii")
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
+# The unused low bits of the last character, by length mod 4 (RFC 4648 section 3.5).
+_UNUSED_BITS = (0, 0, 0b1111, 0b11)
+
+
+def b64url_decode_bytes(segment: bytes) -> bytes:
+    """:func:`b64url_decode` of ASCII bytes (the verifier's hot path: no regex, no str)."""
+    remainder = len(segment) % 4
+    # Deleting every alphabet byte leaves nothing iff the segment is all alphabet
+    # (so '+', '/', '=' and whitespace are refused before the standard decoder sees them).
+    if remainder == 1 or segment.translate(None, _B64URL_ALPHABET_BYTES):
         raise JoseFormatError("not strict base64url")
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        data = binascii.a2b_base64(
+            segment.translate(_TO_STANDARD) + _PADDING[remainder], strict_mode=True
+        )
     except (binascii.Error, ValueError) as exc:
         raise JoseFormatError("not strict base64url") from exc
-    # Canonical: the unused low bits of the last character are zero (RFC 4648 section 3.5).
-    unused_bits = {2: 0b1111, 3: 0b11}.get(len(segment) % 4, 0)
-    if unused_bits and _B64URL_VALUE[segment[-1]] & unused_bits:
+    unused_bits = _UNUSED_BITS[remainder]
+    if unused_bits and _B64URL_VALUE[chr(segment[-1])] & unused_bits:
         raise JoseFormatError("non-canonical base64url")
     return data
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise JoseFormatError("duplicate JSON member")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # a later member overwrote an earlier one of the same name
+        raise JoseFormatError("duplicate JSON member")
     return obj
 
 
@@ -78,11 +94,15 @@ def _no_constants(name: str) -> Any:
     raise JoseFormatError(f"JSON constant {name} is not allowed")
 
 
+_STRICT_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants
+)
+
+
 def strict_json_object(data: bytes) -> dict[str, Any]:
     """UTF-8 JSON that is an object, with no duplicate member names and no NaN/Infinity."""
     try:
-        text = data.decode("utf-8")
-        value = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+        value = _STRICT_DECODER.decode(data.decode("utf-8"))
     except JoseFormatError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

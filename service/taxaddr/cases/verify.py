@@ -30,8 +30,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -159,6 +162,7 @@ def _key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple
     return cases.key_and_revocation(session, iss, kid, jti)
 
 
+@lru_cache(maxsize=256)  # a pure conversion; the same few key windows every request
 def _stored_time(value: datetime | str | None) -> datetime | None:
     """A DateTime column read through the driver: SQLite gives its ISO text, PostgreSQL
     a datetime; both are UTC."""
@@ -179,7 +183,8 @@ class _Key:
 
 @dataclass(frozen=True)
 class _Parsed:
-    header: dict[str, Any]
+    header_segment: bytes
+    header: Mapping[str, Any]
     payload: dict[str, Any]
     signing_input: bytes
     signature: bytes
@@ -247,7 +252,7 @@ def verify_case_reference(
             return known.case
 
     parsed = _step2_parse(raw)
-    alg, kid = _step3_header(parsed.header)
+    alg, kid = _step3_header_of(parsed.header_segment)
     key = _step4_key(session, parsed.payload, alg, kid, now)
     _step5_signature(alg, key.public_key, parsed)
     claims, subjects = _step6_claims(parsed.payload)
@@ -294,16 +299,34 @@ def _step2_parse(raw: bytes) -> _Parsed:
     parts = raw.split(b".")
     if len(parts) != 3:
         raise CaseReferenceMalformed("case reference must have three dot-separated segments")
+    header = _header_segment(parts[0])
     try:
-        header = jws.strict_json_object(jws.b64url_decode(parts[0].decode("ascii")))
-        payload = jws.strict_json_object(jws.b64url_decode(parts[1].decode("ascii")))
-        signature = jws.b64url_decode(parts[2].decode("ascii"))
+        payload = jws.strict_json_object(jws.b64url_decode_bytes(parts[1]))
+        signature = jws.b64url_decode_bytes(parts[2])
     except jws.JoseFormatError as exc:
         raise CaseReferenceMalformed(f"case reference is malformed: {exc}") from None
-    return _Parsed(header, payload, parts[0] + b"." + parts[1], signature)
+    return _Parsed(parts[0], header, payload, raw[: len(parts[0]) + 1 + len(parts[1])], signature)
 
 
-def _step3_header(header: dict[str, Any]) -> tuple[str, str]:
+# Every token of an issuer key carries the same header segment: its parse (step 2's
+# share) and its allow-list check (step 3) are pure functions of its bytes, remembered
+# for the last few segments. Failures raise and are never remembered.
+@lru_cache(maxsize=64)
+def _header_segment(segment: bytes) -> Mapping[str, Any]:
+    try:
+        header = jws.strict_json_object(jws.b64url_decode_bytes(segment))
+    except jws.JoseFormatError as exc:
+        raise CaseReferenceMalformed(f"case reference is malformed: {exc}") from None
+    return MappingProxyType(header)
+
+
+@lru_cache(maxsize=64)
+def _step3_header_of(segment: bytes) -> tuple[str, str]:
+    """Step 3 for a header segment that step 2 parsed (see :func:`_header_segment`)."""
+    return _step3_header(_header_segment(segment))
+
+
+def _step3_header(header: Mapping[str, Any]) -> tuple[str, str]:
     forbidden = FORBIDDEN_HEADERS & header.keys()
     if forbidden:
         raise CaseAlgorithmForbidden(

@@ -35,10 +35,15 @@ def fetchone(session: Session, sql: str, params: Sequence[Any]) -> tuple[Any, ..
     """
     connection = session.connection()
     cursor = connection.connection.cursor()
+    # The error mapping of _sqlalchemy_errors inlined: this runs several times a request.
     try:
-        with _sqlalchemy_errors(connection.dialect, sql, tuple(params)):
-            cursor.execute(sql, params)
-            row = cursor.fetchone() if cursor.description is not None else None
+        cursor.execute(sql, params)
+        row = cursor.fetchone() if cursor.description is not None else None
+    except connection.dialect.loaded_dbapi.Error as exc:
+        dialect = connection.dialect
+        raise DBAPIError.instance(
+            sql, tuple(params), exc, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from exc
     finally:
         cursor.close()
     return None if row is None else tuple(row)
