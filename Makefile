@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TAXADDR := $(BIN)/taxaddr
 # Debian packages the test suite drives for real: PostgreSQL, Chromium (dashboard),
-# Prometheus + promtool, SoftHSM2 (PKCS#11), poppler-utils (pdftotext).
-TEST_SYSTEM_PACKAGES := postgresql chromium prometheus softhsm2 poppler-utils
+# Prometheus + promtool, SoftHSM2 (PKCS#11), poppler-utils (pdftotext), HAProxy (deploy/cluster).
+TEST_SYSTEM_PACKAGES := postgresql chromium prometheus softhsm2 poppler-utils haproxy
 PYTEST_ARGS ?=
 
 .PHONY: run test venv sysdeps lint typecheck imports unit bench clean
