@@ -94,6 +94,7 @@ def build(
 ) -> dict[str, Any]:
     """Create the world through the service's own code paths; returns what clients need."""
     from taxaddr.api.runtime import engine_for, keystore_for
+    from taxaddr.audit.admin import cli_actor
     from taxaddr.cases.issue import CaseSpec, sign_case_reference
     from taxaddr.cases.issuers import add_from_file
     from taxaddr.config import Settings
@@ -110,7 +111,12 @@ def build(
     upgrade(url)
     settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=policy_dir)
     keystore = keystore_for(settings)
-    add_from_file(engine_for(settings), DEV_ISSUER_ID, keys / "issuers" / f"{DEV_ISSUER_ID}.jwk")
+    add_from_file(
+        engine_for(settings),
+        DEV_ISSUER_ID,
+        keys / "issuers" / f"{DEV_ISSUER_ID}.jwk",
+        actor=cli_actor(),
+    )
     csv_path = root / "records.csv"
     with csv_path.open("w") as fh:
         fh.write("tin,name,street,city,state,zip,tax_period,as_of\n")
@@ -128,7 +134,12 @@ def build(
             (certs / f"{rid}.crt").write_bytes(issued.cert_pem())
             (certs / f"{rid}.key").write_bytes(issued.key_pem())
             add_requester(
-                session, requester_id=rid, agency="ICE-HSI", role="requester", cert=issued.cert
+                session,
+                requester_id=rid,
+                agency="ICE-HSI",
+                role="requester",
+                cert=issued.cert,
+                actor=cli_actor(),
             )
     case_refs = [
         sign_case_reference(

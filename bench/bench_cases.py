@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers, jws
 from taxaddr.cases.verify import verify_case_reference
 from taxaddr.config import Settings
@@ -83,7 +84,12 @@ def main() -> None:
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": jws.b64url_encode(raw), "kid": "bench-1"}
     with write_transaction(engine) as session:
-        issuers.add_key(session, "bench-court", issuers.parse_public_jwk(jws.compact_json(jwk)))
+        issuers.add_key(
+            session,
+            "bench-court",
+            issuers.parse_public_jwk(jws.compact_json(jwk)),
+            actor=cli_actor(),
+        )
 
     now_dt = datetime.now(UTC)
     now = int(now_dt.timestamp())

@@ -38,6 +38,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle
+from taxaddr.audit.admin import cli_actor
 from taxaddr.audit.leaf import LeafInput, case_number_hash, format_time, parse_time
 from taxaddr.audit.log import bulk_append, read_head
 from taxaddr.config import Settings
@@ -347,6 +348,7 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
             agency="OPS",
             role="monitor",
             cert=issued.cert,
+            actor=cli_actor(),
         )
     app = create_app(settings)
     thread = ServerThread(make_config(settings, app, keystore, port=0))

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from taxaddr.api.app import create_app
 from taxaddr.api.runtime import dispose_engines, engine_for, keystore_for
 from taxaddr.api.server import ServerThread, make_config
+from taxaddr.audit.admin import cli_actor, note_policy_version
 from taxaddr.cases.issue import CaseSpec, sign_case_reference
 from taxaddr.cases.issuers import add_from_file
 from taxaddr.config import Settings
@@ -33,6 +34,7 @@ from taxaddr.crypto.keystore import DEV_ISSUER_ID, FileKeyStore, init_dev_keys
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import add_requester
 from taxaddr.migrate import upgrade
+from taxaddr.policy.sources import load_sources
 from taxaddr.store.importer import import_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +136,12 @@ class World:
         if register:
             with write_transaction(engine_for(self.settings)) as session:
                 add_requester(
-                    session, requester_id=requester_id, agency=agency, role=role, cert=issued.cert
+                    session,
+                    requester_id=requester_id,
+                    agency=agency,
+                    role=role,
+                    cert=issued.cert,
+                    actor=cli_actor(),
                 )
         ident = Identity(requester_id, role, agency, cert, key, self.keystore.files.server_ca_path)
         self.identities[requester_id] = ident
@@ -199,13 +206,21 @@ def build_world(root: Path, database_url: str | None = None, **settings_override
     settings = Settings(**values)
     keystore = keystore_for(settings)
     add_from_file(
-        engine_for(settings), DEV_ISSUER_ID, keys_dir / "issuers" / f"{DEV_ISSUER_ID}.jwk"
+        engine_for(settings),
+        DEV_ISSUER_ID,
+        keys_dir / "issuers" / f"{DEV_ISSUER_ID}.jwk",
+        actor=cli_actor(),
     )
     csv_path = root / "seed.csv"
     lines = ["tin,name,street,city,state,zip,tax_period,as_of"]
     lines += [",".join(row) for row in SEED_ROWS]
     csv_path.write_text("\n".join(lines) + "\n")
     import_file(engine_for(settings), keystore, csv_path)
+    # The policy version's policy_changed leaf, which a deployment's first decision
+    # appends: the tests then see one leaf per request (tests/audit/test_admin_leaves.py
+    # checks that first decision itself).
+    with write_transaction(engine_for(settings)) as session:
+        note_policy_version(session, load_sources(settings.policy_dir).version, lambda _v: None)
     return World(root=root, settings=settings, keystore=keystore)
 
 

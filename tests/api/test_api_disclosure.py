@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from taxaddr.api.runtime import engine_for
+from taxaddr.audit.admin import cli_actor
 from taxaddr.audit.leaf import canonical
 from taxaddr.cases.issue import revoke as revoke_case
 from taxaddr.cases.usage import usage
@@ -214,7 +215,7 @@ def test_revoked_case_reference(server: RunningServer, world: World, agent: Iden
     case = world.case()
     assert post(server, agent, body(case)).status_code == 200
     with write_transaction(engine_for(world.settings)) as session:
-        revoke_case(session, jti_of(case))
+        revoke_case(session, jti_of(case), actor=cli_actor())
     r = post(server, agent, body(case))
     assert r.status_code == 403
     assert code_of(r) == "case_revoked"
@@ -241,7 +242,7 @@ def test_revoked_requester_is_refused_and_audited(server: RunningServer, world: 
     from taxaddr.disclosure.requesters import revoke
 
     ident = world.identity("agent-soon-gone")
-    revoke(engine_for(world.settings), ident.id)
+    revoke(engine_for(world.settings), ident.id, actor=cli_actor())
     before = tree_size(world)
     r = post(server, ident, body(world.case(requesters=[ident.id])))
     assert r.status_code == 403

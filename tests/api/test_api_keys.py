@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from taxaddr.api.runtime import engine_for
+from taxaddr.audit.admin import cli_actor
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import revoke_requester
 from tests.api.apikit import REPO, Identity, RunningServer, World, body
@@ -79,7 +80,7 @@ def test_keys_refuse_unknown_and_revoked_certificates(server: RunningServer, wor
     stranger = world.identity("keys-stranger", register=False)
     revoked = world.identity("keys-revoked")
     with write_transaction(engine_for(world.settings)) as session:
-        assert revoke_requester(session, revoked.id)
+        assert revoke_requester(session, revoked.id, actor=cli_actor())
     for ident, code in ((stranger, "requester_unknown"), (revoked, "requester_revoked")):
         with server.client(ident) as client:
             answer = client.get("/v1/keys")

@@ -11,6 +11,7 @@ import pytest
 
 from taxaddr.api.runtime import engine_for
 from taxaddr.api.server import build_ssl_context
+from taxaddr.audit.admin import cli_actor
 from taxaddr.crypto import pki
 from taxaddr.disclosure.requesters import revoke
 from tests.api.apikit import Identity, RunningServer, World
@@ -99,7 +100,7 @@ def test_revocation_takes_effect_on_the_next_request(server: RunningServer, worl
     ident = world.identity("to-be-revoked")
     with server.client(ident) as client:  # one keep-alive connection throughout
         assert client.get("/openapi.json").status_code == 200
-        assert revoke(engine_for(world.settings), "to-be-revoked") is True
+        assert revoke(engine_for(world.settings), "to-be-revoked", actor=cli_actor()) is True
         r = client.get("/openapi.json")
     assert r.status_code == 403
     assert r.json()["error"]["code"] == "requester_revoked"

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers, jws
 from taxaddr.db import write_transaction
 
@@ -98,4 +99,4 @@ def trust(
 ) -> None:
     jwk = issuers.parse_public_jwk(jws.compact_json(public_jwk(key, kid)))
     with write_transaction(engine) as session:
-        issuers.add_key(session, iss, jwk, now=NOW, **window)
+        issuers.add_key(session, iss, jwk, now=NOW, **window, actor=cli_actor())

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers, jws
 from taxaddr.cases.issue import revoke
 from taxaddr.cases.verify import VerifiedCase, verify_case_reference
@@ -365,7 +366,7 @@ def test_untrusted_after_remove(
     trust(sqlite_engine, issuer_key)
     token = TokenMaker(issuer_key).make()
     with write_transaction(sqlite_engine) as s:
-        issuers.remove(s, ISS, kid)
+        issuers.remove(s, ISS, kid, actor=cli_actor())
     with Session(sqlite_engine) as session:
         assert refusal(token, session, settings) == "case_issuer_untrusted"
 
@@ -571,8 +572,8 @@ def test_revoked(
     token = tokens.make()
     ok(token, session, settings)
     with write_transaction(sqlite_engine) as s:
-        assert revoke(s, "jti-0001") is True
-        assert revoke(s, "jti-0001") is False
+        assert revoke(s, "jti-0001", actor=cli_actor()) is True
+        assert revoke(s, "jti-0001", actor=cli_actor()) is False
     session.rollback()  # a new transaction sees the revocation, like the next request
     assert refusal(token, session, settings) == "case_revoked"
     ok(tokens.make(jti="jti-0002"), session, settings)
@@ -585,7 +586,7 @@ def test_first_failing_step_answers(
     tokens: TokenMaker, sqlite_engine: Engine, session: Session, settings: Settings
 ) -> None:
     with write_transaction(sqlite_engine) as s:
-        revoke(s, "jti-0001")
+        revoke(s, "jti-0001", actor=cli_actor())
     session.rollback()
     expired = {"nbf": NOW_TS - 86400, "exp": NOW_TS - 3600}
     assert refusal(tokens.make(**expired), session, settings) == "case_expired"

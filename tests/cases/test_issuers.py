@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers, jws
 from taxaddr.db import write_transaction
 from taxaddr.errors import UsageError
@@ -103,9 +104,9 @@ def test_add_list_remove_lifecycle(engine: Engine) -> None:
     first = issuers.parse_public_jwk(jwk_bytes(ed_jwk()))
     second = issuers.parse_public_jwk(jwk_bytes(ed_jwk(kid="z2")))
     with write_transaction(engine) as s:
-        assert issuers.add_key(s, ISS, first, now=NOW).created
-        assert not issuers.add_key(s, ISS, first).created  # idempotent
-        issuers.add_key(s, ISS, second, not_after=NOW + timedelta(days=30))
+        assert issuers.add_key(s, ISS, first, now=NOW, actor=cli_actor()).created
+        assert not issuers.add_key(s, ISS, first, actor=cli_actor()).created  # idempotent
+        issuers.add_key(s, ISS, second, not_after=NOW + timedelta(days=30), actor=cli_actor())
     with Session(engine) as s:
         listed = issuers.list_keys(s)
     assert [(k.iss, k.kid, k.active) for k in listed] == [(ISS, KID, True), (ISS, "z2", True)]
@@ -113,17 +114,17 @@ def test_add_list_remove_lifecycle(engine: Engine) -> None:
     assert listed[0].added_at == NOW
 
     with write_transaction(engine) as s:
-        assert issuers.remove(s, ISS, "z2") == 1
+        assert issuers.remove(s, ISS, "z2", actor=cli_actor()) == 1
     with Session(engine) as s:
         assert [k.active for k in issuers.list_keys(s)] == [True, False]
     with write_transaction(engine) as s:
-        assert issuers.remove(s, ISS) == 1
-        assert issuers.remove(s, ISS) == 0
+        assert issuers.remove(s, ISS, actor=cli_actor()) == 1
+        assert issuers.remove(s, ISS, actor=cli_actor()) == 0
     with Session(engine) as s:
         assert [k.active for k in issuers.list_keys(s)] == [False, False]
     # adding a key again re-trusts it and its issuer, and may set a new window
     with write_transaction(engine) as s:
-        result = issuers.add_key(s, ISS, first, not_before=NOW)
+        result = issuers.add_key(s, ISS, first, not_before=NOW, actor=cli_actor())
         assert result.key.not_before == NOW
     with Session(engine) as s:
         assert [k.active for k in issuers.list_keys(s)] == [True, False]
@@ -131,22 +132,22 @@ def test_add_list_remove_lifecycle(engine: Engine) -> None:
 
 def test_kid_never_names_two_keys(engine: Engine) -> None:
     with write_transaction(engine) as s:
-        issuers.add_key(s, ISS, issuers.parse_public_jwk(jwk_bytes(ed_jwk())))
+        issuers.add_key(s, ISS, issuers.parse_public_jwk(jwk_bytes(ed_jwk())), actor=cli_actor())
     other = issuers.parse_public_jwk(jwk_bytes(ed_jwk()))
     with pytest.raises(UsageError, match="new kid"), write_transaction(engine) as s:
-        issuers.add_key(s, ISS, other)
+        issuers.add_key(s, ISS, other, actor=cli_actor())
 
 
 def test_add_refuses_empty_window(engine: Engine) -> None:
     jwk = issuers.parse_public_jwk(jwk_bytes(ed_jwk()))
     with pytest.raises(UsageError), write_transaction(engine) as s:
-        issuers.add_key(s, ISS, jwk, not_before=NOW, not_after=NOW)
+        issuers.add_key(s, ISS, jwk, not_before=NOW, not_after=NOW, actor=cli_actor())
 
 
 def test_remove_unknown(engine: Engine) -> None:
     with pytest.raises(UsageError), write_transaction(engine) as s:
-        issuers.remove(s, "nobody")
+        issuers.remove(s, "nobody", actor=cli_actor())
     with write_transaction(engine) as s:
-        issuers.add_key(s, ISS, issuers.parse_public_jwk(jwk_bytes(ed_jwk())))
+        issuers.add_key(s, ISS, issuers.parse_public_jwk(jwk_bytes(ed_jwk())), actor=cli_actor())
     with pytest.raises(UsageError), write_transaction(engine) as s:
-        issuers.remove(s, ISS, "no-such-kid")
+        issuers.remove(s, ISS, "no-such-kid", actor=cli_actor())

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers
 from taxaddr.cases.issue import revoke
 from taxaddr.cases.verify import verify_case_reference
@@ -45,10 +46,10 @@ def test_verify_lifecycle_on_each_backend(engine: Engine, settings: Settings) ->
     assert info.value.code == "case_issuer_untrusted"
 
     with write_transaction(engine) as s:
-        revoke(s, "jti-0001")
+        revoke(s, "jti-0001", actor=cli_actor())
     assert code(engine, token, settings) == "case_revoked"
     with write_transaction(engine) as s:
-        issuers.remove(s, ISS, KID)
+        issuers.remove(s, ISS, KID, actor=cli_actor())
     assert code(engine, token, settings) == "case_issuer_untrusted"
     assert code(engine, maker.make(iss="nobody"), settings) == "case_issuer_untrusted"
 

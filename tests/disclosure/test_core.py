@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from taxaddr.api.runtime import engine_for, keystore_for
+from taxaddr.audit.admin import cli_actor
 from taxaddr.audit.leaf import new_server_id
 from taxaddr.cases.issue import revoke as revoke_case
 from taxaddr.db import write_transaction
@@ -141,7 +142,7 @@ def test_disclosed_carries_its_leaf_answer_and_receipt(world: World, svc: Any) -
 
 def test_revoked_requester_is_refused_with_a_leaf(world: World, svc: Any) -> None:
     ident = world.identity("agent-revoked")
-    revoke(engine_for(world.settings), ident.id)
+    revoke(engine_for(world.settings), ident.id, actor=cli_actor())
     before = tree_size(world)
     outcome = decide(svc, ident, body(world.case(requesters=[ident.id])))
     refused = assert_refused_with_leaf(world, outcome, before, "requester_revoked")
@@ -153,7 +154,7 @@ def test_revoked_requester_with_an_invalid_body_gets_the_servers_request_id(
     world: World, svc: Any
 ) -> None:
     ident = world.identity("agent-revoked-2")
-    revoke(engine_for(world.settings), ident.id)
+    revoke(engine_for(world.settings), ident.id, actor=cli_actor())
     before = tree_size(world)
     caller = Caller(request_id="not-a-canonical-uuid")
     outcome = disclose(svc, der(ident), b"{not json", caller)
@@ -193,7 +194,7 @@ def test_case_reference_refusals_carry_a_leaf(world: World, svc: Any, expected: 
 def test_revoked_case_reference_is_refused_with_a_leaf(world: World, svc: Any) -> None:
     case = world.case()
     with write_transaction(engine_for(world.settings)) as session:
-        revoke_case(session, jti_of(case))
+        revoke_case(session, jti_of(case), actor=cli_actor())
     before = tree_size(world)
     assert_refused_with_leaf(world, decide(svc, agent(world), body(case)), before, "case_revoked")
 

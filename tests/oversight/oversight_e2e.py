@@ -14,6 +14,7 @@ from tests.api.apikit import (
     RunningServer,
     World,
     body,
+    tree_size,
 )
 
 __all__ = [
@@ -44,6 +45,9 @@ class Script:
     )
     # /metrics as the monitor saw it just before the script (counters are process-wide).
     metrics_before: str = field(default="", repr=False)
+    # Leaves in the log after the script: its requests plus the trust changes that set
+    # the world up (requester and issuer registrations, the policy's first use).
+    leaves: int = 7
 
 
 def run_script(server: RunningServer, agent: Identity) -> Script:
@@ -51,6 +55,7 @@ def run_script(server: RunningServer, agent: Identity) -> Script:
     world = server.world
     with server.client(world.identities["prometheus"]) as client:
         before = client.get("/metrics").text
+    leaves_before = tree_size(world)
     case_ref = world.case(requesters=[agent.id])
     civil_ref = world.case(requesters=[agent.id], proceeding="civil")
     expected = [
@@ -66,7 +71,7 @@ def run_script(server: RunningServer, agent: Identity) -> Script:
         for payload, status in expected:
             answer = client.post("/v1/disclosures", json=payload)
             assert answer.status_code == status, answer.text
-    return Script(metrics_before=before)
+    return Script(metrics_before=before, leaves=leaves_before + Script.requests)
 
 
 def sample(exposition: str, series: str) -> float:

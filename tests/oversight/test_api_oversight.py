@@ -93,7 +93,7 @@ def test_metrics_for_monitor_and_oversight_only(
         assert after.headers["content-type"].startswith("text/plain")
         assert sample(after.text, disclosed) - sample(before, disclosed) == script.disclosed
         assert sample(after.text, no_match) - sample(before, no_match) == script.no_match
-        assert sample(after.text, "taxaddr_audit_tree_size") == script.requests
+        assert sample(after.text, "taxaddr_audit_tree_size") == script.leaves
     refused = _get(server, world.identities["agent-1"], "/metrics")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "role_forbidden"

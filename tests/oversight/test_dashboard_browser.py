@@ -85,9 +85,9 @@ def test_dashboard_shows_the_scripted_numbers(
     ]
     reasons = page.locator("#reasons tbody tr td code").all_inner_texts()
     assert {*script.reasons, "no_unique_match"} <= set(reasons)
-    assert page.locator('[data-checkpoint="tree_size"]').inner_text() == str(script.requests)
+    assert page.locator('[data-checkpoint="tree_size"]').inner_text() == str(script.leaves)
     verification = page.locator('[data-checkpoint="verification"]').inner_text()
-    assert verification.startswith(f"verified ({script.requests} entries)")
+    assert verification.startswith(f"verified ({script.leaves} entries)")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

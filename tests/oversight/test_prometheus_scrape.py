@@ -124,7 +124,7 @@ def test_prometheus_scrapes_disclosure_counts_over_mtls(
     assert by_outcome["no_match"] >= script.no_match
     assert by_outcome["denied"] >= script.denied
     tree = _query(port, 'taxaddr_audit_tree_size{job="taxaddr"}')
-    assert float(tree[0]["value"][1]) == script.requests
+    assert float(tree[0]["value"][1]) == script.leaves
     # The alert rules loaded into the real server and evaluate.
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5) as answer:
         rules = json.load(answer)["data"]["groups"][0]["rules"]

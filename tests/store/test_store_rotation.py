@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cli import run
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db.schema import address_records as t
@@ -42,7 +43,7 @@ def test_rotation_rewraps_everything_and_old_kek_can_be_deleted(
 ) -> None:
     rows = _sample_rows(57)
     assert import_file(engine, keystore, write_csv(tmp_path / "a.csv", rows)).ok
-    report = rotate_kek(engine, keystore, batch_size=10)
+    report = rotate_kek(engine, keystore, batch_size=10, actor=cli_actor())
     assert (report.new_version, report.rewrapped, report.retired) == (2, 57, [1])
     assert _versions(engine) == {2}
     assert not (keys_dir / "kek" / "v1.key").exists()
@@ -51,7 +52,7 @@ def test_rotation_rewraps_everything_and_old_kek_can_be_deleted(
     _all_readable(engine, fresh, rows[:20] + rows[-5:])
     # New imports use the new KEK, and a second rotation works the same way.
     assert import_file(engine, fresh, write_csv(tmp_path / "b.csv", SEED_ROWS)).ok
-    assert rotate_kek(engine, fresh).retired == [2]
+    assert rotate_kek(engine, fresh, actor=cli_actor()).retired == [2]
     _all_readable(engine, FileKeyStore(keys_dir), SEED_ROWS[1:3])
 
 
@@ -75,11 +76,11 @@ def test_interrupted_rotation_keeps_records_readable_and_next_run_completes(
     rows = _sample_rows(40)
     assert import_file(engine, keystore, write_csv(tmp_path / "a.csv", rows)).ok
     with pytest.raises(KeyMaterialError):
-        rotate_kek(engine, FailingKeyStore(keys_dir, budget=25), batch_size=10)
+        rotate_kek(engine, FailingKeyStore(keys_dir, budget=25), batch_size=10, actor=cli_actor())
     assert _versions(engine) == {1, 2}  # two whole batches moved, the rest untouched
     assert (keys_dir / "kek" / "v1.key").exists()  # not retired while in use
     _all_readable(engine, FileKeyStore(keys_dir), rows)
-    report = rotate_kek(engine, FileKeyStore(keys_dir), batch_size=10)
+    report = rotate_kek(engine, FileKeyStore(keys_dir), batch_size=10, actor=cli_actor())
     assert report.new_version == 3
     assert report.rewrapped == 40
     assert sorted(report.retired) == [1, 2]
@@ -95,12 +96,15 @@ def test_rotation_refuses_a_tampered_key_and_retires_nothing(
         rid, wrapped = conn.execute(select(t.c.id, t.c.wrapped_key).limit(1)).one()
         conn.execute(t.update().where(t.c.id == rid).values(wrapped_key=bytes(wrapped)[::-1]))
     with pytest.raises(IntegrityError):
-        rotate_kek(engine, keystore)
+        rotate_kek(engine, keystore, actor=cli_actor())
     assert (keys_dir / "kek" / "v1.key").exists()
 
 
 def test_cli_rotate_kek(
-    env: dict[str, str], tmp_path: Path, keys_dir: Path, capsys: pytest.CaptureFixture[str]
+    env: dict[str, str],
+    tmp_path: Path,
+    keys_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert run(["db", "upgrade"]) == 0
     assert run(["import", str(write_csv(tmp_path / "a.csv", SEED_ROWS))]) == 0
@@ -135,7 +139,7 @@ def test_rotation_rewraps_accounting_records_before_retiring_the_old_kek(
     with write_transaction(engine) as session:
         leaf = append_leaf(session, leaf_input)
         record_accounting(session, keystore, leaf.index, {"why": "accounting survives rotation"})
-    report = rotate_kek(engine, keystore)
+    report = rotate_kek(engine, keystore, actor=cli_actor())
     assert report.accounting_rewrapped == 1
     assert report.retired == [1]
     (keys_dir / "kek" / "v1.key.retired").unlink()

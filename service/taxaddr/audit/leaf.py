@@ -40,7 +40,8 @@ import rfc8785
 
 from taxaddr.errors import AuditUnavailable
 
-OUTCOMES = ("disclosed", "denied", "no_match", "error")
+ADMIN_OUTCOME = "admin"  # a trust change (taxaddr.audit.admin), not a request's decision
+OUTCOMES = ("disclosed", "denied", "no_match", "error", ADMIN_OUTCOME)
 LEAF_FIELDS = (
     "index",
     "time",
@@ -56,6 +57,8 @@ LEAF_FIELDS = (
     "subject_ref",
     "policy_version",
 )
+# A trust change's leaf (outcome "admin") carries one more key: what changed.
+ADMIN_FIELDS = (*LEAF_FIELDS, "target")
 MAX_FIELD_CHARS = 256
 
 # Anything that is neither a letter nor a digit separates the digits of a TIN as well as
@@ -221,6 +224,8 @@ class LeafInput:
     subject_ref: str | None
     policy_version: str
     time: datetime | None = field(default=None)
+    # What a trust change changed (outcome "admin" only; see taxaddr.audit.admin).
+    target: str | None = field(default=None)
     # The request's personal data, to check the chosen fields against (not in the leaf).
     personal: PersonalData | None = field(default=None, repr=False, compare=False)
 
@@ -260,21 +265,28 @@ def build_leaf(index: int, leaf: LeafInput) -> dict[str, Any]:
         "subject_ref": leaf.subject_ref,
         "policy_version": leaf.policy_version,
     }
+    if leaf.outcome == ADMIN_OUTCOME or leaf.target is not None:
+        obj["target"] = leaf.target
     validate_leaf(obj, leaf.personal)
     return obj
 
 
 def validate_leaf(obj: dict[str, Any], personal: PersonalData | None = None) -> None:
     """Check types and shapes; refuse anything that looks like a TIN or holds ``personal``."""
-    if tuple(sorted(obj)) != tuple(sorted(LEAF_FIELDS)):
+    admin = obj.get("outcome") == ADMIN_OUTCOME
+    if tuple(sorted(obj)) != tuple(sorted(ADMIN_FIELDS if admin else LEAF_FIELDS)):
         raise LeafRefused("audit leaf refused: unexpected or missing fields")
     index = obj["index"]
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise LeafRefused("audit leaf refused: index")
     if obj["outcome"] not in OUTCOMES:
         raise LeafRefused("audit leaf refused: outcome")
+    if admin:
+        _check_admin(obj)
     for name in ("subject_ref", "case_number_hash"):
         value = obj[name]
+        if admin and name == "subject_ref" and value == "":
+            continue
         if value is not None and not (isinstance(value, str) and _HEX64.fullmatch(value)):
             raise LeafRefused(f"audit leaf refused: {name} is not a 64-digit lowercase hex hash")
     codes = obj["reason_codes"]
@@ -289,13 +301,34 @@ def validate_leaf(obj: dict[str, Any], personal: PersonalData | None = None) -> 
     if not CANONICAL_UUID.fullmatch(obj["request_id"]):
         raise LeafRefused("audit leaf refused: request_id is not a canonical lowercase UUID")
     statute = obj["statute"]
-    if statute is not None and statute != OTHER_STATUTE and not STATUTE_CITATION.fullmatch(statute):
+    cited = statute is None or statute == OTHER_STATUTE or STATUTE_CITATION.fullmatch(statute)
+    if not cited and not (admin and statute == ""):
         raise LeafRefused("audit leaf refused: statute is not a statute citation")
     if personal is not None:
         for name in CHOSEN_FIELDS:
             value = obj[name]
             if value is not None and value != OTHER_STATUTE and personal.found_in(value):
                 raise LeafRefused(f"audit leaf refused: {name} holds the subject's personal data")
+
+
+# Digests a trust change's target names keys and certificates by: an RFC 7638 JWK
+# thumbprint (base64url of SHA-256) and a certificate's SHA-256 fingerprint (hex). Like
+# the policy version's digest they hold digit runs by chance, so the TIN check skips them.
+_TARGET_DIGESTS = re.compile(r"(?:jkt=[A-Za-z0-9_-]{43}|sha256[=:][0-9a-f]{64})(?![\w-])")
+
+
+def _check_admin(obj: dict[str, Any]) -> None:
+    """A trust change's leaf: one action code, a target, no taxpayer fields."""
+    if len(obj["reason_codes"]) != 1:
+        raise LeafRefused("audit leaf refused: an admin leaf names exactly one action")
+    if obj["statute"] != "" or obj["subject_ref"] != "":
+        raise LeafRefused("audit leaf refused: an admin leaf has empty statute and subject_ref")
+    target = obj["target"]
+    if not isinstance(target, str) or not target:
+        raise LeafRefused("audit leaf refused: target")
+    _check_text("target", _TARGET_DIGESTS.sub("", target), nullable=False)
+    if len(target) > MAX_FIELD_CHARS:
+        raise LeafRefused("audit leaf refused: target")
 
 
 def _check_text(name: str, value: object, *, nullable: bool) -> None:

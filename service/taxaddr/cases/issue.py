@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from taxaddr.audit import admin
 from taxaddr.cases import jws
 from taxaddr.cases.issuers import check_issuer_id, parse_public_jwk
 from taxaddr.cases.usage import usage
@@ -155,13 +156,17 @@ def sign_case_reference(
     return jws.sign_compact(header, claims, keystore.issuer_signing_key(spec.issuer))
 
 
-def revoke(session: Session, jti: str, now: datetime | None = None) -> bool:
-    """Revoke ``jti`` (idempotent). True if it was not revoked before."""
+def revoke(session: Session, jti: str, now: datetime | None = None, *, actor: admin.Actor) -> bool:
+    """Revoke ``jti`` (idempotent). True if it was not revoked before; only then is a
+    ``case_revoked`` leaf appended (in this transaction)."""
     if not JTI_RE.fullmatch(jti):
         raise UsageError(f"JTI must be 1-{JTI_MAX} printable characters without spaces")
-    return insert_ignore(
+    newly = insert_ignore(
         session, RevokedCaseJti, {"jti": jti, "revoked_at": now or datetime.now(UTC)}
     )
+    if newly:
+        admin.record_change(session, actor, admin.CASE_REVOKED, jti, case_jti=jti)
+    return newly
 
 
 def describe(vc: VerifiedCase, pseudonym_key: bytes, disclosures_used: int) -> dict[str, Any]:
@@ -188,11 +193,11 @@ def describe(vc: VerifiedCase, pseudonym_key: bytes, disclosures_used: int) -> d
 # -- operator entry points (one per CLI command) -----------------------------------------
 
 
-def revoke_case(engine: Engine, jti: str) -> bool:
+def revoke_case(engine: Engine, jti: str, *, actor: admin.Actor) -> bool:
     """``taxaddr case revoke``: True if the jti was newly revoked."""
     try:
         with write_transaction(engine) as session:
-            return revoke(session, jti)
+            return revoke(session, jti, actor=actor)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
 

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from taxaddr.audit import admin
 from taxaddr.cases import jws
 from taxaddr.db import write_transaction
 from taxaddr.db.repositories import cases
@@ -164,11 +165,16 @@ def add_key(
     iss: str,
     jwk: PublicJwk,
     *,
+    actor: admin.Actor,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     now: datetime | None = None,
 ) -> AddResult:
-    """Trust ``jwk`` for ``iss``. Idempotent for the same key; a reused kid is refused."""
+    """Trust ``jwk`` for ``iss``. Idempotent for the same key; a reused kid is refused.
+
+    A new key, a key trusted again and a changed validity window are trust changes:
+    each appends one ``issuer_added`` leaf in this transaction; a no-op appends none.
+    """
     check_issuer_id(iss)
     now = now or datetime.now(UTC)
     if not_before and not_after and not_after <= not_before:
@@ -181,7 +187,7 @@ def add_key(
         issuer.removed_at = None  # trusting a key again re-trusts its issuer
     key = cases.issuer_key_for_update(session, iss, jwk.kid)
     created = key is None
-    retrusted = False
+    retrusted = changed = False
     if key is None:
         key = CaseIssuerKey(
             iss=iss,
@@ -206,10 +212,15 @@ def add_key(
         retrusted = key.removed_at is not None or issuer_was_removed
         key.removed_at = None
         if not_before is not None:
+            changed = changed or as_utc(key.not_before) != not_before
             key.not_before = not_before
         if not_after is not None:
+            changed = changed or as_utc(key.not_after) != not_after
             key.not_after = not_after
     session.flush()
+    if created or retrusted or changed:
+        target = admin.issuer_key_target(iss, jwk.kid, jwk.canonical_json)
+        admin.record_change(session, actor, admin.ISSUER_ADDED, target)
     return AddResult(key=_info(key, issuer_removed=False), created=created, retrusted=retrusted)
 
 
@@ -219,8 +230,18 @@ def list_keys(session: Session) -> list[IssuerKeyInfo]:
     return [_info(key, issuer_removed=removed is not None) for key, removed in rows]
 
 
-def remove(session: Session, iss: str, kid: str | None = None, now: datetime | None = None) -> int:
-    """Stop trusting one key (``kid``) or the whole issuer; returns keys newly removed."""
+def remove(
+    session: Session,
+    iss: str,
+    kid: str | None = None,
+    now: datetime | None = None,
+    *,
+    actor: admin.Actor,
+) -> int:
+    """Stop trusting one key (``kid``) or the whole issuer; returns keys newly removed.
+
+    Each key newly removed appends one ``issuer_key_removed`` leaf in this transaction.
+    """
     now = now or datetime.now(UTC)
     issuer = cases.issuer_for_update(session, check_issuer_id(iss))
     if issuer is None:
@@ -237,6 +258,8 @@ def remove(session: Session, iss: str, kid: str | None = None, now: datetime | N
         if key.removed_at is None:
             key.removed_at = now
             removed += 1
+            target = admin.issuer_key_target(iss, key.kid, key.public_jwk)
+            admin.record_change(session, actor, admin.ISSUER_KEY_REMOVED, target)
     session.flush()
     return removed
 
@@ -263,6 +286,8 @@ def add_from_file(
     jwk_path: Path,
     not_before: str | None = None,
     not_after: str | None = None,
+    *,
+    actor: admin.Actor,
 ) -> AddResult:
     check_issuer_id(iss)
     try:
@@ -274,7 +299,7 @@ def add_from_file(
     na = parse_when(not_after, "--not-after")
     try:
         with write_transaction(engine) as session:
-            return add_key(session, iss, jwk, not_before=nb, not_after=na)
+            return add_key(session, iss, jwk, actor=actor, not_before=nb, not_after=na)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
 
@@ -288,10 +313,12 @@ def list_issuer_keys(engine: Engine) -> list[IssuerKeyInfo]:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
 
 
-def remove_issuer_key(engine: Engine, iss: str, kid: str | None = None) -> int:
+def remove_issuer_key(
+    engine: Engine, iss: str, kid: str | None = None, *, actor: admin.Actor
+) -> int:
     """``taxaddr issuer remove``: how many keys were newly removed."""
     try:
         with write_transaction(engine) as session:
-            return remove(session, iss, kid)
+            return remove(session, iss, kid, actor=actor)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc

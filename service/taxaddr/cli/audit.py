@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import date
+from typing import Annotated
 
 import typer
 
 from taxaddr.audit import service
+from taxaddr.audit.admin import list_trust_changes
+from taxaddr.audit.summary import parse_day
+from taxaddr.errors import RequestInvalid, UsageError
 from taxaddr.services import opened_services
 
 audit_app = typer.Typer(help="The tamper-evident audit log (RFC 6962).", no_args_is_help=True)
@@ -46,6 +51,42 @@ def audit_vkey() -> None:
     """Print the checkpoint verifier key (name+hash+base64 public key) for third parties."""
     with opened_services() as s:
         typer.echo(service.verifier_key(s.keystore, s.settings))
+
+
+def _day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return parse_day(text, option)
+    except RequestInvalid as exc:  # the API's code; on the command line it is a usage error
+        raise UsageError(exc.message) from None
+
+
+@audit_app.command("admin-log")
+def audit_admin_log(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="last UTC day (inclusive)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """List the trust changes in the log: time, action, target and who made it."""
+    since, until = _day(from_, "--from"), _day(to, "--to")
+    if since and until and until < since:
+        raise UsageError("--to must not be before --from")
+    with opened_services() as s:
+        changes = list_trust_changes(s.engine, since, until)
+    if as_json:
+        for change in changes:
+            typer.echo(json.dumps(change.as_dict(), sort_keys=True))
+        return
+    if not changes:
+        typer.echo("no trust changes")
+        return
+    typer.echo("leaf\ttime\taction\ttarget\tby")
+    for c in changes:
+        by = f"{c.requester_id} ({c.role}, {c.agency})"
+        typer.echo(f"{c.leaf_index}\t{c.time}\t{c.action}\t{c.target}\t{by}")
 
 
 def register(app: typer.Typer) -> None:

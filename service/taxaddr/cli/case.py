@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issue
 from taxaddr.services import opened_services
 
@@ -54,7 +55,7 @@ def case_issue(  # noqa: PLR0917 - one parameter per contract flag
 def case_revoke(jti: Annotated[str, typer.Argument(help="The case reference's jti.")]) -> None:
     """Revoke a case reference; refused from the next request on."""
     with opened_services() as services:
-        newly = issue.revoke_case(services.engine, jti)
+        newly = issue.revoke_case(services.engine, jti, actor=cli_actor())
     if newly:
         typer.echo(f"revoked case reference {jti}")
     else:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers
 from taxaddr.services import opened_services
 
@@ -31,7 +32,7 @@ def issuer_add(
 ) -> None:
     """Trust a public key of an issuer (idempotent; a kid never names two keys)."""
     with opened_services() as s:
-        result = issuers.add_from_file(s.engine, iss, jwk, not_before, not_after)
+        result = issuers.add_from_file(s.engine, iss, jwk, not_before, not_after, actor=cli_actor())
     if result.created:
         verb = "added"
     elif result.retrusted:
@@ -66,7 +67,7 @@ def issuer_remove(
 ) -> None:
     """Stop trusting an issuer, or one of its keys; effective on the next request."""
     with opened_services() as s:
-        removed = issuers.remove_issuer_key(s.engine, iss, kid)
+        removed = issuers.remove_issuer_key(s.engine, iss, kid, actor=cli_actor())
     what = f"key {kid} of issuer {iss}" if kid else f"issuer {iss}"
     typer.echo(f"removed {what} ({removed} key(s) newly untrusted)")
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.config import get_settings
 from taxaddr.crypto.keystore import init_dev_keys
 from taxaddr.disclosure.published import public_keys
@@ -39,7 +40,7 @@ def keys_rotate_kek(
     by the next run. Ciphertexts are not touched.
     """
     with opened_services() as s:
-        report = rotate_kek(s.engine, s.keystore, batch_size=batch_size)
+        report = rotate_kek(s.engine, s.keystore, actor=cli_actor(), batch_size=batch_size)
     retired = ", ".join(f"v{v}" for v in report.retired) or "none"
     typer.echo(
         f"KEK v{report.new_version} is current; re-wrapped {report.rewrapped} data keys; "

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from taxaddr.audit.admin import cli_actor
 from taxaddr.disclosure.requesters import register_requester, revoke
 from taxaddr.services import opened_services
 
@@ -40,6 +41,7 @@ def requester_add(
             role=role,
             cert_pem=cert,
             issue_cert_dir=issue_cert,
+            actor=cli_actor(),
         )
     rec = result.record
     state = "already registered" if result.already_registered else "registered"
@@ -54,7 +56,7 @@ def requester_revoke(
 ) -> None:
     """Revoke a client identity; its next request is refused."""
     with opened_services() as s:
-        changed = revoke(s.engine, requester_id)
+        changed = revoke(s.engine, requester_id, actor=cli_actor())
     typer.echo(f"revoked: {requester_id}" if changed else f"already revoked: {requester_id}")
 
 

@@ -287,3 +287,42 @@ audit_nodes: Table = cast(Table, AuditNode.__table__)
 audit_head: Table = cast(Table, AuditHead.__table__)
 audit_checkpoints: Table = cast(Table, AuditCheckpoint.__table__)
 audit_accounting: Table = cast(Table, AuditAccounting.__table__)
+
+
+# --- trust changes -----------------------------------------------------------
+
+
+class PolicyVersion(Base):
+    """When each policy version first decided (its ``policy_changed`` leaf), and the
+    data document's criminal allow-list as the service read it then (None when the
+    version's data was not the local policy directory's, e.g. an OPA bundle built
+    elsewhere)."""
+
+    __tablename__ = "policy_versions"
+
+    version: Mapped[str] = mapped_column(String(256), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_leaf: Mapped[int] = mapped_column(BigInteger)
+    criminal_statutes: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class PendingChange(Base):
+    """A dangerous trust change proposed under dual control, applied only when a
+    second, different admin approves it within its lifetime."""
+
+    __tablename__ = "pending_changes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    action: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)  # the change as proposed (canonical JSON)
+    target: Mapped[str] = mapped_column(String(256))
+    proposed_by: Mapped[str] = mapped_column(String(64))
+    proposed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))  # pending, applied, expired
+    decided_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+policy_versions: Table = cast(Table, PolicyVersion.__table__)
+pending_changes: Table = cast(Table, PendingChange.__table__)

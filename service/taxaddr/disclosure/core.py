@@ -53,6 +53,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from taxaddr.audit.accounting import record_accounting
+from taxaddr.audit.admin import note_policy_version
 from taxaddr.audit.leaf import (
     CANONICAL_UUID,
     OTHER_STATUTE,
@@ -103,6 +104,7 @@ from taxaddr.errors import (
     order_reasons,
 )
 from taxaddr.policy import PolicyEngine, build_input, get_policy_engine
+from taxaddr.policy.sources import load_sources
 from taxaddr.store.lookup import DisclosedAddress, lookup_address
 
 USE_RESTRICTION = (
@@ -151,6 +153,20 @@ class DisclosureService:
     def known_statutes(self) -> frozenset[str]:
         """The statutes a leaf may name (criminal list and listed civil provisions)."""
         return known_statutes(self.settings.policy_dir)
+
+    @cached_property
+    def _local_policy(self) -> tuple[str, frozenset[str]] | None:
+        try:
+            version = load_sources(self.settings.policy_dir).version
+        except TaxaddrError:
+            return None
+        return version, statute_allow_list(self.settings.policy_dir)
+
+    def criminal_statutes_of(self, version: str) -> frozenset[str] | None:
+        """The criminal allow-list of ``version`` when it is the local policy directory's
+        (the embedded engine's, or an OPA bundle built from it); else unknown (None)."""
+        local = self._local_policy
+        return local[1] if local is not None and local[0] == version else None
 
     def leaf_statute(self, statute: str) -> str:
         """The request's statute as its leaf carries it: known, or ``other``."""
@@ -337,7 +353,8 @@ def _disclose(
     try:
         with svc.decision_write() as session:
             _reserve_quota(session, vc)
-            leaf = append_leaf(
+            leaf = _append_decision(
+                svc,
                 session,
                 _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
             )
@@ -574,9 +591,16 @@ def _leaf(
     )
 
 
+def _append_decision(svc: DisclosureService, session: Session, leaf: LeafInput) -> AppendedLeaf:
+    """A decision's leaf, after its policy version's ``policy_changed`` leaf if it is the
+    first decision under that version (same transaction)."""
+    note_policy_version(session, leaf.policy_version, svc.criminal_statutes_of)
+    return append_leaf(session, leaf)
+
+
 def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> AppendedLeaf:
     with svc.decision_write() as session:
-        return append_leaf(session, leaf)
+        return _append_decision(svc, session, leaf)
 
 
 def _record_denial(
@@ -606,7 +630,8 @@ def _record_no_match(
     now = datetime.now(UTC)
     try:
         with svc.decision_write() as session:
-            leaf = append_leaf(
+            leaf = _append_decision(
+                svc,
                 session,
                 _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
             )

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from sqlalchemy.orm import Session
 
+from taxaddr.audit import admin
 from taxaddr.audit.leaf import tin_shaped
 from taxaddr.crypto import pki
 from taxaddr.db.repositories import requesters as requesters_repo
@@ -105,9 +106,16 @@ def get_record(session: Session, requester_id: str) -> RequesterRecord | None:
 
 
 def add_requester(
-    session: Session, *, requester_id: str, agency: str, role: str, cert: x509.Certificate
+    session: Session,
+    *,
+    requester_id: str,
+    agency: str,
+    role: str,
+    cert: x509.Certificate,
+    actor: admin.Actor,
 ) -> RequesterRecord:
-    """Register ``cert`` as ``requester_id``; the caller commits."""
+    """Register ``cert`` as ``requester_id`` with its ``requester_added`` leaf; the caller
+    commits."""
     validate_registration(requester_id, agency, role)
     fingerprint = pki.fingerprint(cert)
     if requesters_repo.get(session, requester_id) is not None:
@@ -125,17 +133,22 @@ def add_requester(
             revoked_at=None,
         ),
     )
+    target = admin.requester_target(requester_id, fingerprint)
+    admin.record_change(session, actor, admin.REQUESTER_ADDED, target)
     return RequesterRecord(requester_id, agency, role, fingerprint, revoked=False)
 
 
-def revoke_requester(session: Session, requester_id: str) -> bool:
-    """Revoke; returns False when it was already revoked. Unknown ids are an error."""
+def revoke_requester(session: Session, requester_id: str, *, actor: admin.Actor) -> bool:
+    """Revoke with its ``requester_revoked`` leaf; returns False (and appends nothing)
+    when it was already revoked. Unknown ids are an error."""
     row = requesters_repo.get(session, requester_id)
     if row is None:
         raise UsageError(f"requester {requester_id} is not registered")
     if row.revoked_at is not None:
         return False
     requesters_repo.set_revoked(session, requester_id, datetime.now(UTC))
+    target = admin.requester_target(requester_id, row.fingerprint)
+    admin.record_change(session, actor, admin.REQUESTER_REVOKED, target)
     return True
 
 

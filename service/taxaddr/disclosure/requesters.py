@@ -15,6 +15,7 @@ from cryptography import x509
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+from taxaddr.audit.admin import Actor
 from taxaddr.config import Settings
 from taxaddr.crypto import pki
 from taxaddr.crypto.keystore import KeyStore
@@ -46,6 +47,7 @@ def register_requester(
     role: str,
     cert_pem: Path | None = None,
     issue_cert_dir: Path | None = None,
+    actor: Actor,
 ) -> Registration:
     """Register a client identity from an existing certificate or a new dev certificate.
 
@@ -61,7 +63,10 @@ def register_requester(
         cert = _load_cert(cert_pem)
         if existing is not None and _same(existing, agency, role, pki.fingerprint(cert)):
             return Registration(existing, already_registered=True, files=())
-        return Registration(_store(engine, requester_id, agency, role, cert), False, ())
+        record = _store(
+            engine, requester_id=requester_id, agency=agency, role=role, cert=cert, actor=actor
+        )
+        return Registration(record, False, ())
     if issue_cert_dir is None:
         raise UsageError("give one of --cert PEM or --issue-cert OUTDIR")
     if settings.env == "prod":
@@ -79,7 +84,14 @@ def register_requester(
     except FileNotFoundError:
         raise KeyMaterialError("server CA certificate missing (run: taxaddr keys init)") from None
     issued = pki.issue_cert(ca, requester_id, server=False)
-    record = _store(engine, requester_id, agency, role, issued.cert)
+    record = _store(
+        engine,
+        requester_id=requester_id,
+        agency=agency,
+        role=role,
+        cert=issued.cert,
+        actor=actor,
+    )
     issue_cert_dir.mkdir(parents=True, exist_ok=True)
     key_path = issue_cert_dir / f"{requester_id}.key"
     ca_path = issue_cert_dir / "ca.crt"
@@ -89,19 +101,30 @@ def register_requester(
     return Registration(record, already_registered=False, files=(crt_path, key_path, ca_path))
 
 
-def revoke(engine: Engine, requester_id: str) -> bool:
+def revoke(engine: Engine, requester_id: str, *, actor: Actor) -> bool:
     """Revoke a registration; False when it was already revoked."""
     with write_transaction(engine) as session:
-        return revoke_requester(session, requester_id)
+        return revoke_requester(session, requester_id, actor=actor)
 
 
 def _store(
-    engine: Engine, requester_id: str, agency: str, role: str, cert: x509.Certificate
+    engine: Engine,
+    *,
+    requester_id: str,
+    agency: str,
+    role: str,
+    cert: x509.Certificate,
+    actor: Actor,
 ) -> RequesterRecord:
     try:
         with write_transaction(engine) as session:
             return add_requester(
-                session, requester_id=requester_id, agency=agency, role=role, cert=cert
+                session,
+                requester_id=requester_id,
+                agency=agency,
+                role=role,
+                cert=cert,
+                actor=actor,
             )
     except SAIntegrityError:
         msg = f"requester {requester_id} or its certificate is already registered"

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle, queries
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
-from taxaddr.audit.leaf import case_number_hash, display_statute
+from taxaddr.audit.leaf import ADMIN_OUTCOME, case_number_hash, display_statute
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.audit.summary import check_period
@@ -375,11 +375,13 @@ def _recount(
                 raise IntegrityError(f"audit log: leaf {index} is not a leaf object") from None
             if leaf.get("index") != index:
                 raise IntegrityError(f"audit log: leaf {index} carries index {leaf.get('index')}")
+            expected += 1
+            if outcome == ADMIN_OUTCOME:
+                continue  # a trust change, not a request: counted in trust_changes
             if jti is not None:
                 number_hashes.setdefault(jti, set()).add(leaf.get("case_number_hash"))
                 if outcome == "disclosed":
                     disclosed_by_jti[jti] += 1
-            expected += 1
             if not lo <= day <= hi or (case_jtis is not None and jti not in case_jtis):
                 continue
             first_reason = reasons[0] if reasons else None

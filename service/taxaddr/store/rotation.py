@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from taxaddr.audit import admin
 from taxaddr.audit.accounting import accounting_kek_versions, rewrap_accounting
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import bulk_write_connection, write_transaction
@@ -42,14 +43,26 @@ def rotate_kek(
     engine: Engine,
     keystore: KeyStore,
     *,
+    actor: admin.Actor,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_progress: Callable[[int], None] | None = None,
 ) -> RotationReport:
-    """Make a new KEK current, re-wrap every data key under it, retire unused old KEKs."""
+    """Make a new KEK current, re-wrap every data key under it, retire unused old KEKs.
+
+    The new KEK is a trust change: its ``kek_rotated`` leaf is appended right after the
+    key store made it, before anything is wrapped under it. If that append fails the
+    new KEK is retired again (nothing uses it yet) and the rotation stops.
+    """
     if not 1 <= batch_size <= 100_000:
         raise UsageError("--batch-size must be between 1 and 100000")
     keystore.current_kek_version()  # refuse early when there is no KEK at all
     target = keystore.new_kek_version()
+    try:
+        with write_transaction(engine) as session:
+            admin.record_change(session, actor, admin.KEK_ROTATED, admin.kek_target(target))
+    except Exception:
+        keystore.retire_kek(target)
+        raise
     report = RotationReport(new_version=target)
     after = -1
     try:
