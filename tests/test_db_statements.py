@@ -38,7 +38,9 @@ FIXED = {
     "accounting_insert": ("leaf_index", "kek_version", "wrapped_key", "ciphertext"),
     "address_insert": ADDRESS_INSERT_COLUMNS,
     "address_update": (*ADDRESS_UPDATE_COLUMNS, "record_id"),
+    "rate_limit_take": ("key", "capacity", *("capacity", "per_second") * 4),
 }
+POSTGRES_ONLY = {"rate_limit_take"}
 
 
 def _placeholders(sql: str, mark: str) -> int:
@@ -56,8 +58,9 @@ def _check(statement: Statement, mark: str, expected: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("dialect", sorted(DIALECTS))
 def test_every_fixed_statement_compiles_with_its_parameters_in_order(dialect: str) -> None:
     statements = Statements(dialect)
-    assert set(statements.fixed) == set(FIXED)
-    for name, expected in FIXED.items():
+    fixed = {n: p for n, p in FIXED.items() if dialect == "postgresql" or n not in POSTGRES_ONLY}
+    assert set(statements.fixed) == set(fixed)
+    for name, expected in fixed.items():
         _check(statements.fixed[name], DIALECTS[dialect], expected)
         assert getattr(statements, name) == statements.fixed[name].sql
 

@@ -7,6 +7,7 @@ Routes are thin (:mod:`taxaddr.api.routes`); a disclosure is decided in
 from __future__ import annotations
 
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from taxaddr.api import handlers, openapi
 from taxaddr.api.middleware import EdgeMiddleware
@@ -16,7 +17,12 @@ from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.config import Settings, get_settings
 from taxaddr.db import background_checkpoints
 from taxaddr.disclosure.core import DisclosureService, statute_allow_list
-from taxaddr.disclosure.ratelimit import Limiter, RateLimiter, SharedRateLimiter
+from taxaddr.disclosure.ratelimit import (
+    DatabaseRateLimiter,
+    Limiter,
+    RateLimiter,
+    SharedRateLimiter,
+)
 from taxaddr.oversight.verification import VerificationMonitor, verify_now
 
 
@@ -27,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         engine=engine_for(settings),
         keystore=keystore_for(settings),
-        limiter=rate_limiter(settings),
+        limiter=rate_limiter(settings, engine_for(settings)),
     )
     app = FastAPI(
         title="taxaddr",
@@ -53,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def rate_limiter(settings: Settings) -> Limiter:
-    """Per-process token buckets, or the buckets all workers of this server share."""
+def rate_limiter(settings: Settings, engine: Engine | None = None) -> Limiter:
+    """The buckets every replica shares (PostgreSQL), else those all workers of this
+    server share (a file), else per-process buckets."""
+    if engine is not None and engine.dialect.name == "postgresql":
+        return DatabaseRateLimiter(settings.rate_limit, engine)
     state = state_dir()
     if state is None:
         return RateLimiter(settings.rate_limit)

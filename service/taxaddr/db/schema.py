@@ -62,9 +62,11 @@ from typing import cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -326,3 +328,26 @@ class PendingChange(Base):
 
 policy_versions: Table = cast(Table, PolicyVersion.__table__)
 pending_changes: Table = cast(Table, PendingChange.__table__)
+
+
+# --- deployment-wide rate limit ------------------------------------------------
+
+
+class RateLimitBucket(Base):
+    """One requester's token bucket, shared by every replica on this database (PostgreSQL).
+
+    ``key`` is a keyed-free blake2b-128 digest of the limiter key, never the key;
+    ``updated_at`` is the database server's clock (epoch seconds), so replicas with
+    skewed clocks share one time line; ``granted`` is the last take's answer (the
+    atomic upsert's way to return it). SQLite servers keep their buckets in a file.
+    """
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[bytes] = mapped_column(LargeBinary(16), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    granted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+rate_limit_buckets: Table = cast(Table, RateLimitBucket.__table__)

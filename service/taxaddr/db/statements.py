@@ -24,6 +24,7 @@ from sqlalchemy import (
     ClauseElement,
     and_,
     bindparam,
+    case,
     func,
     literal_column,
     or_,
@@ -44,6 +45,7 @@ from taxaddr.db.schema import (
     case_issuer_keys,
     case_issuers,
     case_references,
+    rate_limit_buckets,
     request_ids,
     requesters,
     revoked_case_jtis,
@@ -122,10 +124,17 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
     c, k, i, r = case_references, case_issuer_keys, case_issuers, revoked_case_jtis
     head, leaves, nodes = audit_head, audit_leaves, audit_nodes
     a = address_records
+    # -- the deployment-wide rate limit (PostgreSQL only): refill, spend and answer in
+    # one atomic upsert on the requester's bucket row; the database's clock, not a
+    # replica's, measures the refill.
+    postgres_only: dict[str, ClauseElement] = (
+        {"rate_limit_take": _rate_limit_take(dialect_name)} if dialect_name == "postgresql" else {}
+    )
     lock_head: Select[Any] = select(head.c.tree_size, head.c.compact_range).where(
         head.c.id == _p("id")
     )
     return {
+        **postgres_only,
         # -- requesters and the replay guard
         "requester_by_fingerprint": select(
             requesters.c.id, requesters.c.agency, requesters.c.role, requesters.c.revoked_at
@@ -238,6 +247,8 @@ class Statements:
         self.audit_update_head = fixed["audit_update_head"].sql
         self.audit_leaf_chunk = fixed["audit_leaf_chunk"].sql
         self.accounting_insert = fixed["accounting_insert"].sql
+        self.rate_limit_take = fixed["rate_limit_take"].sql if "rate_limit_take" in fixed else ""
+        """PostgreSQL only (empty on SQLite)."""
         self.address_insert = fixed["address_insert"].sql
         self.address_update = fixed["address_update"].sql
         self.address_lookup = lru_cache(maxsize=64)(self._address_lookup)
@@ -293,6 +304,34 @@ def _sqlite_datetime(value: datetime) -> str:
 
 def _same(value: Any) -> Any:
     return value
+
+
+def _rate_limit_take(dialect_name: str) -> ClauseElement:
+    """PostgreSQL only (SQLite servers keep their buckets in a shared file); the
+    statement's own start time is ``now``, never earlier than the stored one."""
+    b = rate_limit_buckets
+    now = func.extract("epoch", func.statement_timestamp())
+    refilled = func.least(
+        _p("capacity"),
+        b.c.tokens + func.greatest(literal_column("0.0"), now - b.c.updated_at) * _p("per_second"),
+    )
+    granted = refilled >= literal_column("1.0")
+    spent = case((granted, refilled - literal_column("1.0")), else_=refilled)
+    fresh = _insert(dialect_name, b).values(
+        key=_p("key"),
+        tokens=_p("capacity") - literal_column("1.0"),
+        updated_at=now,
+        granted=literal_column("true"),
+    )
+    upsert: ClauseElement = fresh.on_conflict_do_update(
+        index_elements=[b.c.key],
+        set_={
+            "tokens": spent,
+            "updated_at": func.greatest(b.c.updated_at, now),
+            "granted": granted,
+        },
+    ).returning(b.c.granted, b.c.tokens)
+    return upsert
 
 
 def _address_lookup_stmt(periods: int) -> ClauseElement:

@@ -1,9 +1,11 @@
 """Per-requester token buckets: ``rate`` requests per minute, bursts up to ``rate``.
 
-Two implementations behind :class:`Limiter`: :class:`RateLimiter` keeps its buckets in
+Three implementations behind :class:`Limiter`: :class:`RateLimiter` keeps its buckets in
 the process, :class:`SharedRateLimiter` keeps them in a memory-mapped file so that every
-worker process of one server draws from the same buckets. Both use the same arithmetic
-(:func:`_spend`), so a requester sees the same limit whichever one is configured.
+worker process of one server draws from the same buckets, and :class:`DatabaseRateLimiter`
+keeps them in PostgreSQL so that every replica of a deployment does. All use the same
+arithmetic (:func:`_spend`, or the same formula in SQL), so a requester sees the same
+limit whichever one is configured.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
+from sqlalchemy import Engine
+
+from taxaddr.db.repositories.ratelimit import take_token
 from taxaddr.errors import RateLimited
 
 _REFUSAL = "too many disclosure requests; retry later"
@@ -272,3 +277,31 @@ class SharedRateLimiter:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DatabaseRateLimiter:
+    """Token buckets in PostgreSQL (``rate_limit_buckets``), shared by every replica.
+
+    Same capacity and refill as :class:`RateLimiter`. Each take is one atomic upsert
+    (refill to the database's clock, spend, answer) on the key's row, in its own
+    transaction: concurrent takes from any replica serialize on the row, so a
+    deployment of N replicas allows the configured rate, not N times it. The row holds
+    a blake2b digest of the key, never the key. A database error propagates (the
+    request fails closed with 503 ``database_unavailable``).
+    """
+
+    def __init__(self, per_minute: int, engine: Engine) -> None:
+        self.per_minute = per_minute
+        self.capacity = float(per_minute)
+        self.refill_per_second = per_minute / 60.0
+        self._engine = engine
+
+    def take(self, key: str) -> None:
+        """Consume one token for ``key`` or raise :class:`RateLimited` with Retry-After."""
+        if self.per_minute <= 0:
+            return
+        granted, tokens = take_token(
+            self._engine, _digest(key), self.capacity, self.refill_per_second
+        )
+        if not granted:
+            raise RateLimited(math.ceil((1.0 - tokens) / self.refill_per_second), _REFUSAL)
