@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, select, text, update
 
-from taxaddr.audit import merkle
+from taxaddr.audit import merkle, scan, service
 from taxaddr.audit.checkpoint import Checkpoint, sign_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import VerifyReport, latest_checkpoint, verify_log
@@ -18,6 +18,19 @@ from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.db import write_transaction
 from taxaddr.db.schema import AuditCheckpoint, AuditHead, AuditLeaf
 from taxaddr.errors import IntegrityError
+
+
+@pytest.fixture(autouse=True, params=["one-process", "helper-chunk-4", "helper-chunk-2"])
+def scan_split(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the whole scan in this process and with the helper process
+    scanning from the end in chunks of 4 and 2 leaves (so tampering, checkpoints and
+    truncation fall on both sides of the split and on chunk boundaries)."""
+    if request.param != "one-process":
+        monkeypatch.setattr(scan, "CHUNK", int(request.param.rsplit("-", 1)[1]))
+        monkeypatch.setattr(scan, "PARALLEL_MIN_CHUNKS", 1)
+    else:
+        monkeypatch.setattr(service, "PARALLEL", False)
+    return str(request.param)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from the stored leaf bytes and trusts nothing else the database says.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from taxaddr.audit import merkle
+from taxaddr.audit import merkle, scan
 from taxaddr.audit.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -27,6 +26,7 @@ from taxaddr.audit.checkpoint import (
 )
 from taxaddr.audit.leaf import INDEX_MARKER
 from taxaddr.audit.log import Head, publish_tree_size, read_head
+from taxaddr.audit.scan import ChunkScanner
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import write_transaction
@@ -34,7 +34,8 @@ from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, RequestInvalid
 
 MAX_ENTRIES = 1000
-VERIFY_CHUNK = 1 << 14
+PARALLEL = True
+"""Let a large verification use a helper process (see :mod:`taxaddr.audit.scan`)."""
 
 
 # -- checkpoints -------------------------------------------------------------------------
@@ -219,36 +220,31 @@ def _recompute(
     compact = merkle.CompactRange()
     last_good = 0
     position = 0
-    sha256 = hashlib.sha256
-    marker = INDEX_MARKER
     if 0 in by_size:
         _compare(session, compact, by_size[0], 0)
-    # The driver cursor streams plain tuples; this loop is the verifier's hot path.
-    with audit_repo.leaf_chunks(session) as read_chunk:
-        while position < limit:
-            rows = read_chunk(position, min(VERIFY_CHUNK, limit - position))
-            if not rows:
-                break
-            chunk_start = position
-            end = chunk_start + len(rows)
-            hashes = [sha256(b"\x00" + d).digest() for (d,) in rows]
-            # A deleted or moved leaf also fails the index check; the walk names the cause.
-            misplaced = [i for i, (d,) in enumerate(rows, chunk_start) if marker % i not in d]
-            if misplaced:
-                _name_first_bad_leaf(session, chunk_start, end)
-            position = end
-            # Push the chunk as perfect subtrees, stopping at every checkpoint size inside it.
-            cuts = [s for s in targets if chunk_start < s <= position]
-            segment_start = chunk_start
-            for cut in sorted({*cuts, position}):
-                if cut > segment_start:
-                    for level, node_index in merkle.perfect_subtrees(segment_start, cut):
-                        lo = (node_index << level) - chunk_start
-                        sub = merkle.perfect_root(hashes[lo : lo + (1 << level)])
-                        compact.push_subtree(level, sub)
-                    segment_start = cut
-                if cut in by_size:
-                    last_good = _compare(session, compact, by_size[cut], last_good)
+    # The hot path (read, index check, hashing) runs in taxaddr.audit.scan, on both
+    # cores for a large log; results come back in index order, so the first failure
+    # found here, and its naming, do not depend on how the work was split.
+    with (
+        audit_repo.leaf_chunks(session) as read_chunk,
+        ChunkScanner(
+            lambda start, count: [d for (d,) in read_chunk(start, count)],
+            limit,
+            targets,
+            worker=audit_repo.leaf_reader_spec(session) if PARALLEL else None,
+            chunk=scan.CHUNK,
+            parallel_min_chunks=scan.PARALLEL_MIN_CHUNKS,
+        ) as scanner,
+    ):
+        for result in scanner:
+            if not result.indices_ok:
+                _name_first_bad_leaf(session, result.start, result.end)
+                raise _Bad(f"leaf {result.start}: index fields out of place", result.start)
+            for level, subtree in result.subtrees:
+                compact.push_subtree(level, subtree)
+                if compact.size in by_size:
+                    last_good = _compare(session, compact, by_size[compact.size], last_good)
+            position = result.end
     return position, compact.root()
 
 

@@ -98,6 +98,28 @@ def leaf_chunks(session: Session) -> Iterator[Callable[[int, int], list[Any]]]:
         cursor.close()
 
 
+def leaf_reader_spec(session: Session) -> dict[str, Any] | None:
+    """What another process needs to read the same leaves with the bare DBAPI module
+    (``module``, ``args``, ``kwargs`` of its ``connect``; ``sql`` of the chunk read,
+    parameters ``(start, count)``), or None for an in-memory database. It holds the
+    password: hand it over a pipe, never on a command line."""
+    connection = session.connection()
+    dialect = connection.dialect
+    url = connection.engine.url
+    if dialect.name == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    args, kwargs = dialect.create_connect_args(url)
+    plain = (str, int, float, bool, type(None))
+    return {
+        "module": dialect.loaded_dbapi.__name__,
+        "args": [a for a in args if isinstance(a, plain)],
+        # connection options only (psycopg's dialect adds its type adapters: not needed
+        # to read bytes)
+        "kwargs": {k: v for k, v in kwargs.items() if isinstance(v, plain)},
+        "sql": statements_for(dialect).audit_leaf_chunk,
+    }
+
+
 def insert_accounting(
     session: Session, leaf_index: int, kek_version: int, wrapped_key: bytes, ciphertext: bytes
 ) -> None:
