@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     case_max_token_bytes: int = Field(default=16 * 1024, ge=512)
 
     audit_origin: str = "taxaddr.local/audit"
+    # Dual control: dangerous trust changes need a second admin (required in prod).
+    dual_control: bool = False
     log_level: str = "INFO"
 
     @model_validator(mode="after")
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
             problems.append("plaintext HTTP")
         if self.policy_engine == "opa" and not self.opa_url:
             problems.append("policy engine 'opa' without TAXADDR_OPA_URL")
+        if not self.dual_control:
+            problems.append("single control of trust changes (set TAXADDR_DUAL_CONTROL=true)")
         if problems:
             raise ValueError("TAXADDR_ENV=prod refuses: " + ", ".join(problems))
         return self

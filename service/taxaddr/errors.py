@@ -215,6 +215,33 @@ class ServiceUnreachable(TaxaddrError):
     status = 503
 
 
+# -- dual control (trust changes over the API) ------------------------------------------
+
+
+class ChangeUnknown(TaxaddrError):
+    code = "change_unknown"
+    status = 404
+
+
+class ApprovalForbidden(TaxaddrError):
+    """The proposer of a pending change cannot approve it: a second admin must."""
+
+    code = "approval_forbidden"
+    status = 403
+
+
+class ChangeExpired(TaxaddrError):
+    code = "change_expired"
+    status = 403
+
+
+class ChangeNotPending(TaxaddrError):
+    """The change was already applied, refused or expired (e.g. a concurrent approval won)."""
+
+    code = "change_not_pending"
+    status = 409
+
+
 # The order in which the contract lists denial codes; a request with several
 # problems answers the first of its reasons in this order.
 CODE_ORDER: tuple[str, ...] = (

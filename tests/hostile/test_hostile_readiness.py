@@ -304,12 +304,12 @@ def test_kek_open_to_others_is_a_json_warning_in_test_and_readyz_says_so(
 def test_kek_open_to_others_is_refused_in_prod(tmp_path: Path, pg_url: str) -> None:
     prod = build_world(tmp_path / "prod", database_url=pg_url)
     (prod.keys_dir / "kek" / "v1.key").chmod(0o644)
-    line = _refusal(prod, TAXADDR_ENV="prod")
+    line = _refusal(prod, TAXADDR_ENV="prod", TAXADDR_DUAL_CONTROL="true")
     assert line.startswith("taxaddr: keys_unavailable: ")
     assert "kek/v1.key" in line
     (prod.keys_dir / "kek" / "v1.key").chmod(0o600)
     (prod.keys_dir / "client-ca.key").chmod(0o640)  # any secret file, not only the KEK
-    assert "client-ca.key" in _refusal(prod, TAXADDR_ENV="prod")
+    assert "client-ca.key" in _refusal(prod, TAXADDR_ENV="prod", TAXADDR_DUAL_CONTROL="true")
 
 
 def test_503_bodies_carry_codes_never_server_paths(world: World, tmp_path: Path) -> None:

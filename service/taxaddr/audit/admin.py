@@ -53,6 +53,7 @@ ORDER_APPLIED = "order_applied"
 # Dual control (TAXADDR_DUAL_CONTROL): a pending change's life is logged too.
 CHANGE_PROPOSED = "change_proposed"
 CHANGE_APPROVED = "change_approved"
+CHANGE_REFUSED = "change_refused"
 CHANGE_EXPIRED = "change_expired"
 
 ACTIONS = (
@@ -66,6 +67,7 @@ ACTIONS = (
     ORDER_APPLIED,
     CHANGE_PROPOSED,
     CHANGE_APPROVED,
+    CHANGE_REFUSED,
     CHANGE_EXPIRED,
 )
 
@@ -173,7 +175,19 @@ def record_change(
         case_jti=case_jti,
         case_number_hash=case_number_hash,
     )
-    return append_leaf(session, leaf)
+    appended = append_leaf(session, leaf)
+    session.info[_LAST_LEAF] = appended
+    return appended
+
+
+_LAST_LEAF = "taxaddr.audit.admin.last_leaf"
+
+
+def forget_last_leaf(session: Session) -> AppendedLeaf | None:
+    """The last trust-change leaf this session appended since the previous call (None:
+    none), so a caller can tell whether a change changed anything and cite its leaf."""
+    last = session.info.pop(_LAST_LEAF, None)
+    return last if isinstance(last, AppendedLeaf) else None
 
 
 # Versions this process found already recorded, per database: after that the check

@@ -311,14 +311,3 @@ def list_issuer_keys(engine: Engine) -> list[IssuerKeyInfo]:
             return list_keys(session)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
-
-
-def remove_issuer_key(
-    engine: Engine, iss: str, kid: str | None = None, *, actor: admin.Actor
-) -> int:
-    """``taxaddr issuer remove``: how many keys were newly removed."""
-    try:
-        with write_transaction(engine) as session:
-            return remove(session, iss, kid, actor=actor)
-    except SQLAlchemyError as exc:
-        raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc

@@ -10,6 +10,7 @@ import typer
 from taxaddr.audit.admin import cli_actor
 from taxaddr.cases import issuers
 from taxaddr.services import opened_services
+from taxaddr.trust.changes import refuse_on_cli, remove_issuer_key_cli
 
 issuer_app = typer.Typer(
     help="Trusted case-reference issuers (courts, prosecutor's offices) and their keys.",
@@ -32,6 +33,7 @@ def issuer_add(
 ) -> None:
     """Trust a public key of an issuer (idempotent; a kid never names two keys)."""
     with opened_services() as s:
+        refuse_on_cli(s.settings, dangerous=True, what="issuer add")
         result = issuers.add_from_file(s.engine, iss, jwk, not_before, not_after, actor=cli_actor())
     if result.created:
         verb = "added"
@@ -67,7 +69,7 @@ def issuer_remove(
 ) -> None:
     """Stop trusting an issuer, or one of its keys; effective on the next request."""
     with opened_services() as s:
-        removed = issuers.remove_issuer_key(s.engine, iss, kid, actor=cli_actor())
+        removed = remove_issuer_key_cli(s.engine, s.settings, iss, kid, actor=cli_actor())
     what = f"key {kid} of issuer {iss}" if kid else f"issuer {iss}"
     typer.echo(f"removed {what} ({removed} key(s) newly untrusted)")
 

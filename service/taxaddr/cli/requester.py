@@ -10,6 +10,7 @@ import typer
 from taxaddr.audit.admin import cli_actor
 from taxaddr.disclosure.requesters import register_requester, revoke
 from taxaddr.services import opened_services
+from taxaddr.trust.changes import PRIVILEGED_ROLES, refuse_on_cli
 
 requester_app = typer.Typer(
     help="Register and revoke client identities (mTLS certificates).", no_args_is_help=True
@@ -32,6 +33,8 @@ def requester_add(
 ) -> None:
     """Register a client identity (its certificate's SHA-256 fingerprint)."""
     with opened_services() as s:
+        what = f"requester add with role {role}"
+        refuse_on_cli(s.settings, dangerous=role in PRIVILEGED_ROLES, what=what)
         result = register_requester(
             s.settings,
             s.engine,
