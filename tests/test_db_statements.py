@@ -39,8 +39,9 @@ FIXED = {
     "address_insert": ADDRESS_INSERT_COLUMNS,
     "address_update": (*ADDRESS_UPDATE_COLUMNS, "record_id"),
     "rate_limit_take": ("key", "capacity", *("capacity", "per_second") * 4),
+    "address_existing_any": ("blind_indexes",),
 }
-POSTGRES_ONLY = {"rate_limit_take"}
+POSTGRES_ONLY = {"rate_limit_take", "address_existing_any"}
 
 
 def _placeholders(sql: str, mark: str) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import (
     ClauseElement,
     and_,
+    any_,
     bindparam,
     case,
     func,
@@ -63,6 +64,19 @@ ADDRESS_COLUMNS = (
     "address_ct",
 )
 ADDRESS_INSERT_COLUMNS = (*ADDRESS_COLUMNS, "created_at", "updated_at")
+# PostgreSQL's binary COPY needs each value's exact type (ADDRESS_INSERT_COLUMNS order).
+ADDRESS_COPY_TYPES = (
+    "int8",
+    "bytea",
+    "varchar",
+    "date",
+    "int4",
+    "bytea",
+    "bytea",
+    "bytea",
+    "timestamptz",
+    "timestamptz",
+)
 ADDRESS_UPDATE_COLUMNS = (
     "as_of",
     "kek_version",
@@ -128,7 +142,15 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
     # one atomic upsert on the requester's bucket row; the database's clock, not a
     # replica's, measures the refill.
     postgres_only: dict[str, ClauseElement] = (
-        {"rate_limit_take": _rate_limit_take(dialect_name)} if dialect_name == "postgresql" else {}
+        {
+            "rate_limit_take": _rate_limit_take(dialect_name),
+            # the importer's stored keys of one batch: one array parameter, any count
+            "address_existing_any": select(
+                a.c.id, a.c.blind_index, a.c.tax_period, a.c.as_of
+            ).where(a.c.blind_index == any_(bindparam("blind_indexes"))),
+        }
+        if dialect_name == "postgresql"
+        else {}
     )
     lock_head: Select[Any] = select(head.c.tree_size, head.c.compact_range).where(
         head.c.id == _p("id")
@@ -249,6 +271,16 @@ class Statements:
         self.accounting_insert = fixed["accounting_insert"].sql
         self.rate_limit_take = fixed["rate_limit_take"].sql if "rate_limit_take" in fixed else ""
         """PostgreSQL only (empty on SQLite)."""
+        self.address_existing_any = (
+            fixed["address_existing_any"].sql if "address_existing_any" in fixed else ""
+        )
+        """PostgreSQL only (empty on SQLite)."""
+        self.address_copy = (
+            f"COPY {address_records.name} ({', '.join(ADDRESS_INSERT_COLUMNS)}) "
+            "FROM STDIN (FORMAT BINARY)"
+        )
+        """PostgreSQL's bulk insert of new address records (psycopg ``copy``), columns in
+        the order of :data:`ADDRESS_INSERT_COLUMNS`, types :data:`ADDRESS_COPY_TYPES`."""
         self.address_insert = fixed["address_insert"].sql
         self.address_update = fixed["address_update"].sql
         self.address_lookup = lru_cache(maxsize=64)(self._address_lookup)

@@ -8,14 +8,26 @@ import leaves only whole batches behind and a re-run completes it.
 
 Idempotent per (TIN, tax period): a row for an existing record replaces it only
 when its ``as_of`` is newer; the same file imported twice changes nothing.
+
+Two stages overlap: this thread reads, validates and blind-indexes batch N+1 while
+one writer thread seals and writes batch N (assigning ids, sealing and the write
+transaction belong together: a record's id is bound into its ciphertexts). At most
+:data:`BATCHES_IN_FLIGHT` validated batches wait for the writer, so memory stays
+bounded whatever the file's size; batches commit in file order, and the first
+failed batch stops the import (the batches before it stay committed, none after it
+is written). The database's own work (PostgreSQL's server process, SQLite's
+library calls, which release the GIL) runs beside the parsing.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from operator import itemgetter
@@ -63,6 +75,7 @@ COLUMNS: tuple[str, ...] = (
 )
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 10_000
+BATCHES_IN_FLIGHT = 2
 _TIN_FAST = re.compile(r"^(\d{3})-?(\d{2})-?(\d{4})$", re.ASCII)
 _ITIN_GROUPS = frozenset(
     f"{g:02d}" for g in (*range(50, 66), *range(70, 89), *range(90, 93), *range(94, 100))
@@ -457,7 +470,7 @@ def import_file(
         fh = path.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot open the import file ({exc.strerror or 'unreadable'})") from None
-    with fh:
+    with fh, _Pipeline(batch_writer, report) as pipeline:
         source = _LineSource(fh)
         records = _csv_records(source) if fmt == "csv" else _jsonl_records(source)
         batch: list[ImportRow] = []
@@ -478,15 +491,83 @@ def import_file(
                     on_problem(problem)
                 if strict:
                     report.stopped_at = line
-                    return report  # the rows of this batch are not written
+                    pipeline.finish()  # the batches before this one; not this one
+                    return report
             if in_batch >= batch_size:
                 if batch:
-                    batch_writer.write(batch, report)
+                    pipeline.submit(batch)
                 batch, in_batch = [], 0
                 if on_progress is not None:
                     on_progress(source.bytes_read, report.rows)
         if batch:
-            batch_writer.write(batch, report)
+            pipeline.submit(batch)
+        pipeline.finish()
         if on_progress is not None:
             on_progress(source.bytes_read, report.rows)
     return report
+
+
+_DONE: list[ImportRow] = []  # the end-of-input marker (an identity, never a real batch)
+
+
+class _Pipeline:
+    """One writer thread that seals and writes the batches it is handed, in order.
+
+    :meth:`submit` blocks while :data:`BATCHES_IN_FLIGHT` batches wait (bounded
+    memory) and re-raises the writer's error as soon as it is known; :meth:`finish`
+    waits for every submitted batch. Leaving the ``with`` block early (a refused
+    file, an exception in the reader) stops the writer after its current batch.
+    """
+
+    def __init__(self, writer: BatchWriter, report: ImportReport) -> None:
+        self._writer = writer
+        self._report = report
+        self._queue: queue.Queue[list[ImportRow]] = queue.Queue(maxsize=BATCHES_IN_FLIGHT)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="taxaddr-import-writer")
+
+    def __enter__(self) -> _Pipeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        with suppress(queue.Full):
+            self._queue.put_nowait(_DONE)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._queue.get()
+            if batch is _DONE:
+                return
+            try:
+                self._writer.write(batch, self._report)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, which re-raises
+                self._error = exc
+                self._stop.set()
+                return
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, batch: list[ImportRow]) -> None:
+        while True:
+            self._raise_if_failed()
+            if not self._thread.is_alive():
+                raise RuntimeError("the import writer stopped")
+            with suppress(queue.Full):
+                self._queue.put(batch, timeout=0.2)
+                break
+
+    def finish(self) -> None:
+        """Wait until every submitted batch is written; re-raise a writer's error."""
+        while self._thread.is_alive():
+            with suppress(queue.Full):
+                self._queue.put(_DONE, timeout=0.2)
+                break
+            self._raise_if_failed()
+        self._thread.join()
+        self._raise_if_failed()

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from taxaddr.db.driver import _sqlalchemy_errors, fetchall
 from taxaddr.db.schema import address_records
-from taxaddr.db.statements import statements_for
+from taxaddr.db.statements import ADDRESS_COPY_TYPES, statements_for
 from taxaddr.errors import DatabaseUnavailable
 
 _MAX_ID = select(func.coalesce(func.max(address_records.c.id), 0))
@@ -46,19 +47,40 @@ class Upserts:
 
     def __init__(self, conn: Connection) -> None:
         self.sql = statements_for(conn.dialect)
+        self.postgres = conn.dialect.name == "postgresql"
         # date -> (bound value, ISO text for the associated data)
         self._dates: dict[date, tuple[Any, str]] = {}
 
     def existing(self, conn: Connection, keys: Sequence[bytes]) -> list[Any]:
         """``(id, blind_index, tax_period, as_of)`` of the stored rows of ``keys``."""
+        if self.postgres:  # one array parameter instead of a marker per key
+            return fetchall(conn, self.sql.address_existing_any, (list(keys),))
         return list(conn.exec_driver_sql(self.sql.address_existing(len(keys)), tuple(keys)))
 
     def next_id(self, conn: Connection) -> int:
         return int(conn.execute(_MAX_ID).scalar_one()) + 1
 
     def insert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Rows in the order of :data:`taxaddr.db.statements.ADDRESS_INSERT_COLUMNS`."""
-        conn.exec_driver_sql(self.sql.address_insert, rows)
+        """Rows in the order of :data:`taxaddr.db.statements.ADDRESS_INSERT_COLUMNS`.
+
+        PostgreSQL: one binary ``COPY … FROM STDIN`` streamed from the rows (several
+        times faster than a pipelined ``executemany``); SQLite: ``executemany``.
+        """
+        if not self.postgres:
+            conn.exec_driver_sql(self.sql.address_insert, rows)
+            return
+        cursor = conn.connection.cursor()
+        try:
+            with (
+                _sqlalchemy_errors(conn.dialect, self.sql.address_copy, ()),
+                cursor.copy(self.sql.address_copy) as copy,
+            ):
+                copy.set_types(ADDRESS_COPY_TYPES)
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        finally:
+            cursor.close()
 
     def update(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Rows of :data:`taxaddr.db.statements.ADDRESS_UPDATE_COLUMNS`, then the id."""

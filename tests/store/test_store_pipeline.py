@@ -1,0 +1,96 @@
+"""The importer's two stages: bounded batches in flight, file order, first failure stops."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from taxaddr.crypto.keystore import FileKeyStore
+from taxaddr.errors import DatabaseUnavailable
+from taxaddr.store.importer import (
+    BATCHES_IN_FLIGHT,
+    BatchWriter,
+    ImportReport,
+    ImportRow,
+    import_file,
+)
+from taxaddr.store.sample import write_sample
+
+
+class GatedWriter(BatchWriter):
+    """Holds the first batch until released; fails at batch ``fail_at`` (1-based)."""
+
+    def __init__(self, engine: Engine, keystore: FileKeyStore, fail_at: int | None = None) -> None:
+        super().__init__(engine, keystore)
+        self.gate = threading.Event()
+        self.fail_at = fail_at
+        self.written: list[int] = []  # first line of each batch, in write order
+
+    def write(self, rows: list[ImportRow], report: ImportReport) -> None:
+        if not self.written:
+            assert self.gate.wait(20)
+        if self.fail_at is not None and len(self.written) + 1 == self.fail_at:
+            raise DatabaseUnavailable("database error during import (OperationalError)")
+        super().write(rows, report)
+        self.written.append(rows[0].line)
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM address_records")).scalar_one())
+
+
+def test_reader_stops_when_batches_wait_for_the_writer(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    data = tmp_path / "rows.csv"
+    write_sample(data, 200, seed=3, demo=False)
+    writer = GatedWriter(engine, keystore)
+    progress: list[int] = []
+    done: list[ImportReport] = []
+
+    def run() -> None:
+        done.append(
+            import_file(
+                engine,
+                keystore,
+                data,
+                batch_size=10,
+                writer=writer,
+                on_progress=lambda _b, rows: progress.append(rows),
+            )
+        )
+
+    reader = threading.Thread(target=run)
+    reader.start()
+    reader.join(timeout=1.0)
+    assert reader.is_alive()  # blocked: the writer holds batch 1
+    # batch 1 in the writer, BATCHES_IN_FLIGHT queued, one more being handed over
+    assert len(progress) <= BATCHES_IN_FLIGHT + 1
+    assert max(progress) <= (BATCHES_IN_FLIGHT + 2) * 10
+    writer.gate.set()
+    reader.join(timeout=30)
+    assert not reader.is_alive()
+    assert done[0].inserted == 200
+    assert done[0].batches == 20
+    assert writer.written == sorted(writer.written)  # file order
+    assert _count(engine) == 200
+
+
+def test_first_failed_batch_stops_the_import_and_a_rerun_completes_it(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    data = tmp_path / "rows.csv"
+    write_sample(data, 100, seed=4, demo=False)
+    writer = GatedWriter(engine, keystore, fail_at=4)
+    writer.gate.set()
+    with pytest.raises(DatabaseUnavailable):
+        import_file(engine, keystore, data, batch_size=10, writer=writer)
+    assert _count(engine) == 30  # batches 1-3 committed, none after the failed one
+    again = import_file(engine, keystore, data, batch_size=10)
+    assert again.ok
+    assert (again.inserted, again.unchanged) == (70, 30)
+    assert _count(engine) == 100
