@@ -59,5 +59,8 @@ $TAXADDR request $CLIENT \\
 curl --cacert $CERTS/ca.crt --cert $CERTS/tigta-overseer.crt --key $CERTS/tigta-overseer.key \\
   https://$HOST:$PORT/v1/audit/checkpoint
 
+# trust changes (issuer keys, requesters, revocations, KEK, policy versions) are leaves too:
+$TAXADDR audit admin-log
+
 MSG
 exec "$TAXADDR" serve --host "$HOST" --port "$PORT"

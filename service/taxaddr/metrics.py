@@ -55,6 +55,16 @@ AUDIT_VERIFICATION_OK = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# Read from the log itself at scrape time (every replica reports the same numbers: use
+# max by (action) across replicas, not sum).
+TRUST_CHANGES = Gauge(
+    "taxaddr_trust_changes",
+    "Trust-change entries in the audit log (issuer keys, requesters, revocations, KEK, "
+    "orders, policy versions, dual-control steps), by action.",
+    ["action"],
+    multiprocess_mode="mostrecent",
+)
+
 OTHER = "other"
 
 

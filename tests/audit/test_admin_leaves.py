@@ -277,3 +277,24 @@ def test_a_rolled_back_first_decision_leaves_the_version_unrecorded(engine: Engi
         again = admin.note_policy_version(session, "sha256:cc", lambda _v: None)
         assert again is not None
         assert again.index == 0
+
+
+def test_the_trust_change_gauge_counts_the_log_incrementally(engine: Engine) -> None:
+    gauge = admin.TrustChangeGauge()
+    operator = admin.cli_actor()
+    with write_transaction(engine) as session:
+        admin.record_change(session, operator, admin.CASE_REVOKED, "j1")
+        admin.record_change(session, operator, admin.ISSUER_ADDED, "iss=a kid=b")
+    with Session(engine) as session:
+        counts = gauge.refresh(session, tree_size(session))
+    assert (counts["case_revoked"], counts["issuer_added"], counts["kek_rotated"]) == (1, 1, 0)
+    with write_transaction(engine) as session:
+        admin.record_change(session, operator, admin.CASE_REVOKED, "j2")
+    with Session(engine) as session:
+        assert gauge.refresh(session, tree_size(session))["case_revoked"] == 2
+        assert gauge.refresh(session, tree_size(session))["case_revoked"] == 2  # no recount
+        assert gauge.refresh(session, 1)["case_revoked"] == 1  # a smaller log: counted anew
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("taxaddr_trust_changes", {"action": "case_revoked"})
+    assert value == 1

@@ -123,8 +123,12 @@ def test_metrics_hold_no_personal_data_or_case_number(
         "minor",
         "patchlevel",
         "generation",
+        "action",
     }
     assert {k for k, _ in labels} <= allowed_keys
+    from taxaddr.audit.admin import ACTIONS
+
+    assert {v for k, v in labels if k == "action"} == set(ACTIONS)
     outcomes = {v for k, v in labels if k == "outcome"}
     assert outcomes <= {"disclosed", "denied", "no_match", "error", "invalid", "throttled"}
 

@@ -23,6 +23,7 @@ CONTRACT_METRICS = {
     "taxaddr_audit_tree_size",
     "taxaddr_audit_append_failures_total",
     "taxaddr_audit_verification_ok",
+    "taxaddr_trust_changes",  # issue 20: trust changes are leaves
 }
 
 

@@ -37,6 +37,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from taxaddr import metrics
 from taxaddr.audit.leaf import ADMIN_OUTCOME, LeafInput, new_server_id
 from taxaddr.audit.log import AppendedLeaf, append_leaf
 from taxaddr.db.repositories import trust as trust_repo
@@ -290,3 +291,73 @@ def list_trust_changes(
             return trust_changes(session, since, until)
     except SQLAlchemyError as exc:
         raise DatabaseUnavailable("database unavailable (run: taxaddr db upgrade)") from exc
+
+
+@dataclass(frozen=True)
+class PolicyVersionInfo:
+    """One policy version as oversight sees it: when it first decided, and which
+    statutes its data document added to the criminal allow-list since the version
+    before (None when either allow-list is unknown to the service)."""
+
+    version: str
+    first_seen: str
+    first_leaf: int
+    added_statutes: tuple[str, ...] | None
+    removed_statutes: tuple[str, ...] | None
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.added_statutes)
+
+
+def policy_history(session: Session) -> list[PolicyVersionInfo]:
+    """Every policy version in the order it first decided, with allow-list changes."""
+    history: list[PolicyVersionInfo] = []
+    previous: set[str] | None = None
+    for i, row in enumerate(trust_repo.policy_versions(session)):
+        current = None if row.criminal_statutes is None else set(json.loads(row.criminal_statutes))
+        added = removed = None
+        if i > 0 and current is not None and previous is not None:
+            added, removed = tuple(sorted(current - previous)), tuple(sorted(previous - current))
+        seen = row.first_seen
+        seen = seen if seen.tzinfo else seen.replace(tzinfo=UTC)
+        history.append(
+            PolicyVersionInfo(
+                version=row.version,
+                first_seen=seen.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                first_leaf=int(row.first_leaf),
+                added_statutes=added,
+                removed_statutes=removed,
+            )
+        )
+        previous = current
+    return history
+
+
+class TrustChangeGauge:
+    """``taxaddr_trust_changes{action}``: trust-change leaves in the log, counted
+    incrementally (each refresh reads only the leaves appended since the last one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._scanned: dict[str, int] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def refresh(self, session: Session, tree_size: int) -> dict[str, int]:
+        database = str(session.get_bind().engine.url)
+        with self._lock:
+            start = self._scanned.get(database, 0)
+            if tree_size < start or database not in self._counts:  # new or restored log
+                start = 0
+                self._counts[database] = dict.fromkeys(ACTIONS, 0)
+            counts = self._counts[database]
+            for _index, action in trust_repo.admin_actions_from(session, start, tree_size):
+                if action in counts:
+                    counts[action] += 1
+            self._scanned[database] = max(start, tree_size)
+            for action, count in counts.items():
+                metrics.TRUST_CHANGES.labels(action=action).set(count)
+            return dict(counts)
+
+
+TRUST_CHANGE_GAUGE = TrustChangeGauge()

@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
-from taxaddr.audit import queries
+from taxaddr.audit import admin, queries
 from taxaddr.audit.summary import summarize
 from taxaddr.oversight import charts
 from taxaddr.oversight.verification import VerificationResult
@@ -94,6 +94,8 @@ class DashboardView:
     cases_near_quota: list[CaseQuota]
     cases_total: int
     checkpoint: CheckpointView
+    trust_changes: list[admin.TrustChange] = field(default_factory=list)
+    policy_history: list[admin.PolicyVersionInfo] = field(default_factory=list)
     charts: dict[str, Markup] = field(default_factory=dict)
 
 
@@ -162,6 +164,8 @@ def build_view(
         cases_near_quota=near,
         cases_total=len(cases),
         checkpoint=checkpoint,
+        trust_changes=admin.trust_changes(session, from_day, to_day),
+        policy_history=admin.policy_history(session),
     )
     view.charts = {
         "per_day": charts.daily_bars(

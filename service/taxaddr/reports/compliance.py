@@ -17,7 +17,8 @@ in numbered steps that stop at the first failure:
 5. every count (totals, rows, distinct subjects, per-case disclosures) is
    recomputed from that leaf JSON and compared; the per-case table is also
    checked against the recorded case references (number, court, quota) and each
-   case number against its leaves' ``case_number_hash``.
+   case number against its leaves' ``case_number_hash``; the period's trust changes
+   are read from the trust-change leaves' JSON and compared entry by entry.
 
 Every mismatch is named (``totals.disclosed: report 5, audit log 4``); no message
 holds a TIN, name or address because none of them is ever read.
@@ -38,7 +39,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from taxaddr.audit import merkle, queries
+from taxaddr.audit import admin, merkle, queries
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
 from taxaddr.audit.leaf import ADMIN_OUTCOME, case_number_hash, display_statute
 from taxaddr.audit.log import read_head
@@ -126,7 +127,18 @@ def build_report(
         "distinct_subjects": facts.distinct_subjects,
         "rows": [row.as_dict() for row in rows],
         "cases": sorted(cases, key=_case_key),
+        "trust_changes": [
+            _trust_entry(change.as_dict())
+            for change in admin.trust_changes(session, from_day, to_day)
+            if change.leaf_index < checkpoint.tree_size
+        ],
     }
+
+
+def _trust_entry(change: Mapping[str, Any]) -> dict[str, Any]:
+    """A trust change as a report lists it (from :class:`~taxaddr.audit.admin.TrustChange`
+    or, when verifying, from the leaf's own JSON)."""
+    return {key: change[key] for key in document.TRUST_KEYS}
 
 
 @dataclass(frozen=True)
@@ -314,6 +326,7 @@ def verify_report(
         )
     problems = _compare_counts(report, recount)
     problems += _compare_cases(session, report, recount, case_jtis)
+    problems += _compare_trust_changes(report, recount)
     if problems:
         return ReportCheck(False, problems)
     totals = report["totals"]
@@ -333,6 +346,7 @@ class _Recount:
     disclosed_by_jti: Counter[str]
     jtis_in_period: set[str]
     number_hashes: dict[str, set[str | None]]
+    trust_changes: list[dict[str, Any]]
 
 
 def _leaf_chunks(session: Session, below: int) -> Iterator[list[tuple[int, bytes]]]:
@@ -359,6 +373,7 @@ def _recount(
     disclosed_by_jti: Counter[str] = Counter()
     jtis_in_period: set[str] = set()
     number_hashes: dict[str, set[str | None]] = {}
+    trust: list[dict[str, Any]] = []
     expected = 0
     for chunk in _leaf_chunks(session, below):
         for index, data in chunk:
@@ -376,8 +391,10 @@ def _recount(
             if leaf.get("index") != index:
                 raise IntegrityError(f"audit log: leaf {index} carries index {leaf.get('index')}")
             expected += 1
-            if outcome == ADMIN_OUTCOME:
-                continue  # a trust change, not a request: counted in trust_changes
+            if outcome == ADMIN_OUTCOME:  # a trust change, not a request
+                if lo <= day <= hi:
+                    trust.append(_trust_leaf(leaf))
+                continue
             if jti is not None:
                 number_hashes.setdefault(jti, set()).add(leaf.get("case_number_hash"))
                 if outcome == "disclosed":
@@ -395,7 +412,26 @@ def _recount(
         raise IntegrityError(
             f"checkpoint.tree_size: the audit log holds {expected} leaves, the report cites {below}"
         )
-    return _Recount(compact.root(), rows, subjects, disclosed_by_jti, jtis_in_period, number_hashes)
+    return _Recount(
+        compact.root(), rows, subjects, disclosed_by_jti, jtis_in_period, number_hashes, trust
+    )
+
+
+def _trust_leaf(leaf: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return _trust_entry(
+            {
+                "leaf_index": leaf["index"],
+                "time": leaf["time"],
+                "action": leaf["reason_codes"][0],
+                "target": leaf["target"],
+                "requester_id": leaf["requester_id"],
+                "agency": leaf["agency"],
+                "role": leaf["role"],
+            }
+        )
+    except (KeyError, IndexError, TypeError):
+        raise IntegrityError(f"audit log: leaf {leaf.get('index')} is not a trust change") from None
 
 
 def _compare_counts(report: Mapping[str, Any], recount: _Recount) -> list[str]:
@@ -427,6 +463,25 @@ def _compare_counts(report: Mapping[str, Any], recount: _Recount) -> list[str]:
                 f"rows[{day} {agency} {statute or '-'} {outcome} {reason or '-'}]: "
                 f"report {claimed_rows[row_key]}, audit log {recount.rows[row_key]}"
             )
+    return problems
+
+
+def _compare_trust_changes(report: Mapping[str, Any], recount: _Recount) -> list[str]:
+    if "trust_changes" not in report:  # a report made before trust changes were leaves
+        return []
+    claimed = {c["leaf_index"]: c for c in report["trust_changes"]}
+    actual = {c["leaf_index"]: c for c in recount.trust_changes}
+    problems = []
+    for index in sorted(set(claimed) | set(actual)):
+        if index not in actual:
+            problems.append(f"trust_changes[{index}]: not a trust change of the period in the log")
+        elif index not in claimed:
+            action = actual[index]["action"]
+            problems.append(f"trust_changes[{index}]: {action} in the log, missing from the report")
+        elif claimed[index] != actual[index]:
+            problems.append(f"trust_changes[{index}]: differs from the audit log's leaf")
+    if not problems and len(report["trust_changes"]) != len(claimed):
+        problems.append("trust_changes: an entry is listed twice")
     return problems
 
 

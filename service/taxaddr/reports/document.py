@@ -7,7 +7,11 @@ A report is a plain JSON value (the contract's shape, plus ``case_filter``)::
      "totals": {"requests", "disclosed", "denied", "no_match", "error"},
      "distinct_subjects", "rows": [{"day", "agency", "statute", "outcome",
      "reason", "count"}], "cases": [{"number", "court", "disclosures",
-     "max_disclosures"}]}
+     "max_disclosures"}], "trust_changes": [{"leaf_index", "time", "action",
+     "target", "requester_id", "agency", "role"}]}
+
+``trust_changes`` (the period's trust-change leaves) is absent from reports made
+before trust changes were leaves; such reports still parse and verify.
 
 JSON is RFC 8785 canonical bytes. CSV carries the same values in sections (the
 first cell of every line names its section; a section's first line is its
@@ -38,6 +42,7 @@ FORMATS: Final = ("json", "csv", "pdf")
 OUTCOME_KEYS: Final = ("requests", "disclosed", "denied", "no_match", "error")
 ROW_KEYS: Final = ("day", "agency", "statute", "outcome", "reason", "count")
 CASE_KEYS: Final = ("number", "court", "disclosures", "max_disclosures")
+TRUST_KEYS: Final = ("leaf_index", "time", "action", "target", "requester_id", "agency", "role")
 PDF_ATTACHMENT: Final = "report.json"
 
 Report = dict[str, Any]
@@ -90,6 +95,10 @@ def check_shape(report: Mapping[str, Any]) -> None:
             _int(case["disclosures"])
             _int(case["max_disclosures"])
         _opt_str(report.get("case_filter"))
+        for change in report.get("trust_changes", []):
+            _int(change["leaf_index"])
+            for key in TRUST_KEYS[1:]:
+                _str(change[key])
     except (KeyError, TypeError, ValueError) as exc:
         raise ReportFormatError("report does not have the compliance report's fields") from exc
 
@@ -146,6 +155,11 @@ def to_csv(report: Mapping[str, Any]) -> bytes:
     writer.writerow(["cases", *CASE_KEYS])
     for case in report["cases"]:
         writer.writerow(["cases", *(case[k] for k in CASE_KEYS)])
+    if "trust_changes" in report:
+        writer.writerow([])
+        writer.writerow(["trust_changes", *TRUST_KEYS])
+        for change in report["trust_changes"]:
+            writer.writerow(["trust_changes", *(change[k] for k in TRUST_KEYS)])
     return out.getvalue().encode("utf-8")
 
 
@@ -177,6 +191,24 @@ def _csv_report(sections: Mapping[str, list[list[str]]]) -> Report:
     cases_header, *case_lines = sections["cases"]
     if tuple(rows_header) != ROW_KEYS or tuple(cases_header) != CASE_KEYS:
         raise ValueError("section header")
+    report = _csv_body(summary, totals_values, row_lines, case_lines)
+    if "trust_changes" in sections:
+        trust_header, *trust_lines = sections["trust_changes"]
+        if tuple(trust_header) != TRUST_KEYS:
+            raise ValueError("trust_changes header")
+        report["trust_changes"] = [
+            {"leaf_index": int(line[0]), **dict(zip(TRUST_KEYS[1:], line[1:], strict=True))}
+            for line in trust_lines
+        ]
+    return report
+
+
+def _csv_body(
+    summary: Mapping[str, str],
+    totals_values: list[str],
+    row_lines: list[list[str]],
+    case_lines: list[list[str]],
+) -> Report:
     return {
         "period": {"from": summary["period_from"], "to": summary["period_to"]},
         "case_filter": summary["case_filter"] or None,
@@ -283,6 +315,18 @@ def to_pdf(report: Mapping[str, Any]) -> bytes:
         ],
         (30, 30, 13, 8),
     )
+    if "trust_changes" in report:
+        _heading(pdf, "Trust changes (who changed what is trusted)")
+        _table(
+            pdf,
+            ("entry", "time", "action", "target", "by"),
+            [
+                (str(c["leaf_index"]), c["time"][:19], c["action"], c["target"], c["requester_id"])
+                for c in report["trust_changes"]
+            ],
+            (8, 18, 16, 44, 20),
+            font_size=6,
+        )
     _heading(pdf, "Daily detail")
     _table(
         pdf,

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from taxaddr import metrics
 from taxaddr.api.deps import Oversight, get_service, require_role
+from taxaddr.audit.admin import TRUST_CHANGE_GAUGE
 from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
@@ -43,7 +44,9 @@ def metrics_endpoint(request: Request, _who: Scraper) -> Response:
     svc = get_service(request)
     try:
         with svc.read_session() as session:
-            metrics.AUDIT_TREE_SIZE.set(read_head(session).tree_size)
+            size = read_head(session).tree_size
+            metrics.AUDIT_TREE_SIZE.set(size)
+            TRUST_CHANGE_GAUGE.refresh(session, size)
     except (TaxaddrError, SQLAlchemyError):
         # A broken database must not hide the metrics that report it (append
         # failures, policy errors): serve them with the last known tree size.

@@ -87,3 +87,18 @@ def decide(
         .values(status=status, decided_by=decided_by, decided_at=decided_at)
     )
     return int(result.rowcount) == 1
+
+
+def admin_actions_from(session: Session, start: int, below: int) -> list[tuple[int, str]]:
+    """``(leaf_index, action)`` of the trust-change leaves in ``[start, below)``: a primary
+    key range, so a scrape reads only the leaves appended since the previous one."""
+    stmt = (
+        select(audit_leaves.c.leaf_index, audit_leaves.c.reason)
+        .where(
+            audit_leaves.c.leaf_index >= start,
+            audit_leaves.c.leaf_index < below,
+            audit_leaves.c.outcome == ADMIN_OUTCOME,
+        )
+        .order_by(audit_leaves.c.leaf_index)
+    )
+    return [(int(i), str(r)) for i, r in session.execute(stmt)]
