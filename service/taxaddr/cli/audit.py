@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from typing import Annotated
 
 import typer
 
 from taxaddr.audit import service
 from taxaddr.audit.admin import list_trust_changes
-from taxaddr.audit.summary import parse_day
-from taxaddr.errors import RequestInvalid, UsageError
+from taxaddr.cli.days import day_option
+from taxaddr.errors import UsageError
 from taxaddr.services import opened_services
 
 audit_app = typer.Typer(help="The tamper-evident audit log (RFC 6962).", no_args_is_help=True)
@@ -53,15 +52,6 @@ def audit_vkey() -> None:
         typer.echo(service.verifier_key(s.keystore, s.settings))
 
 
-def _day(text: str | None, option: str) -> date | None:
-    if text is None:
-        return None
-    try:
-        return parse_day(text, option)
-    except RequestInvalid as exc:  # the API's code; on the command line it is a usage error
-        raise UsageError(exc.message) from None
-
-
 @audit_app.command("admin-log")
 def audit_admin_log(
     from_: Annotated[
@@ -71,7 +61,8 @@ def audit_admin_log(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
     """List the trust changes in the log: time, action, target and who made it."""
-    since, until = _day(from_, "--from"), _day(to, "--to")
+    since = None if from_ is None else day_option(from_, "--from")
+    until = None if to is None else day_option(to, "--to")
     if since and until and until < since:
         raise UsageError("--to must not be before --from")
     with opened_services() as s:

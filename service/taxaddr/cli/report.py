@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from taxaddr.audit.summary import parse_day
-from taxaddr.errors import RequestInvalid, UsageError
+from taxaddr.cli.days import day_option
 from taxaddr.reports import compliance
 from taxaddr.services import opened_services
 
@@ -25,13 +23,6 @@ class ReportFormat(StrEnum):
     pdf = "pdf"
 
 
-def _day(text: str, option: str) -> date:
-    try:
-        return parse_day(text, option)
-    except RequestInvalid as exc:  # the API's code; on the command line it is a usage error
-        raise UsageError(exc.message) from None
-
-
 @report_app.command("compliance")
 def report_compliance(
     from_: Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")],
@@ -43,7 +34,7 @@ def report_compliance(
     ] = ReportFormat.json,
 ) -> None:
     """Write a signed compliance report (FILE and its detached Ed25519 signature FILE.sig)."""
-    from_day, to_day = _day(from_, "--from"), _day(to, "--to")
+    from_day, to_day = day_option(from_, "--from"), day_option(to, "--to")
     with opened_services() as s:
         result = compliance.write_compliance_report(
             s.engine,
