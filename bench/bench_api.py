@@ -127,7 +127,7 @@ def build(
     ids = [f"bench-agent-{n:03d}" for n in range(identities)]
     certs = root / "certs"
     certs.mkdir()
-    ca = keystore.client_ca()
+    ca = keystore.files.client_ca()
     with write_transaction(engine_for(settings)) as session:
         for rid in ids:
             issued = pki.issue_cert(ca, rid, server=False)

@@ -337,7 +337,7 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
     settings = Settings(env="test", database_url=url, keys_dir=keys, policy_dir=REPO / "policies")
     keystore = keystore_for(settings)
     monitor_id = f"bench-monitor-{uuid.uuid4().hex[:8]}"
-    issued = pki.issue_cert(keystore.client_ca(), monitor_id, server=False)
+    issued = pki.issue_cert(keystore.files.client_ca(), monitor_id, server=False)
     cert, key = root / "monitor.crt", root / "monitor.key"
     cert.write_bytes(issued.cert_pem())
     key.write_bytes(issued.key_pem())
@@ -353,7 +353,7 @@ def bench_http_scrape(url: str, keys: Path, root: Path, scrapes: int) -> tuple[f
     app = create_app(settings)
     thread = ServerThread(make_config(settings, app, keystore, port=0))
     thread.start()
-    ctx = ssl.create_default_context(cafile=str(keystore.server_ca_path))
+    ctx = ssl.create_default_context(cafile=str(keystore.files.server_ca_path))
     ctx.load_cert_chain(str(cert), str(key))
     times = []
     try:
