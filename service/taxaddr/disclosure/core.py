@@ -36,6 +36,7 @@ maps the outcome to them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import threading
@@ -77,6 +78,7 @@ from taxaddr.db import (
     unpin_session,
     write_transaction,
 )
+from taxaddr.db.group import GroupCommitter, WriteBody
 from taxaddr.db.repositories import requesters as requesters_repo
 from taxaddr.disclosure.identity import RequesterRecord, lookup_identity
 from taxaddr.disclosure.outcome import Caller, Disclosed, NoMatch, Outcome, Refused, Unavailable
@@ -88,6 +90,7 @@ from taxaddr.disclosure.request import (
     parse_request,
     personal_data,
 )
+from taxaddr.disclosure.steps import Steps, T, run_steps, run_steps_async
 from taxaddr.errors import (
     CaseError,
     CaseQuotaExhausted,
@@ -144,6 +147,19 @@ class DisclosureService:
     @cached_property
     def writers(self) -> WriterQueue:
         return WriterQueue(self.engine)
+
+    @cached_property
+    def committer(self) -> GroupCommitter:
+        """This process's group committer of decision transactions (taxaddr.db.group)."""
+        return GroupCommitter(self.engine, self.writers)
+
+    def run_write(self, body: WriteBody[T]) -> T:
+        """One decision transaction, in this process's next group commit (waits for it)."""
+        return self.committer.run(body)
+
+    async def write_async(self, body: WriteBody[T]) -> T:
+        """:meth:`run_write` for the event loop: awaits the group's commit."""
+        return await asyncio.wrap_future(self.committer.submit(body))
 
     @cached_property
     def signer(self) -> ReceiptSigner:
@@ -274,7 +290,9 @@ class DisclosureService:
         (server shutdown, tests)."""
         for key in list(self._pinned):
             self._unpin(key)
-        if "writers" in self.__dict__:  # made on first use (cached_property)
+        if "committer" in self.__dict__:  # made on first use (cached_property)
+            self.committer.close()
+        if "writers" in self.__dict__:
             self.writers.close()
 
 
@@ -311,11 +329,26 @@ def disclose(
     driver error the edge maps) propagates.
     """
     try:
-        return _disclose(svc, cert_der, body, caller)
+        return run_steps(_disclose(svc, cert_der, body, caller), svc.run_write)
     except TaxaddrError as exc:
-        if exc.status >= _SERVER_ERROR:
-            return Unavailable(caller, exc)
-        return Refused(caller, exc, leaf=None)
+        return _failed(caller, exc)
+
+
+async def disclose_async(
+    svc: DisclosureService, cert_der: bytes | None, body: bytes, caller: Caller
+) -> Outcome:
+    """:func:`disclose` for the event loop: the read phase runs inline, each write
+    transaction joins the process's next group commit while the loop goes on."""
+    try:
+        return await run_steps_async(_disclose(svc, cert_der, body, caller), svc.write_async)
+    except TaxaddrError as exc:
+        return _failed(caller, exc)
+
+
+def _failed(caller: Caller, exc: TaxaddrError) -> Outcome:
+    if exc.status >= _SERVER_ERROR:
+        return Unavailable(caller, exc)
+    return Refused(caller, exc, leaf=None)
 
 
 _SERVER_ERROR = 500
@@ -323,20 +356,24 @@ _SERVER_ERROR = 500
 
 def _disclose(
     svc: DisclosureService, cert_der: bytes | None, body: bytes, caller: Caller
-) -> Outcome:
+) -> Steps[Outcome]:
+    # A generator: each write transaction is yielded as a body (taxaddr.disclosure.steps)
+    # and its result (or exception) comes back at the yield.
     # One read session (one pooled connection) for every step up to the match. It is
     # closed before any write, so a thread never holds two pooled connections.
     try:
         with svc.decision_read() as session:
             allowed = _decide(svc, session, cert_der, body, caller)
     except _Denied as denied:
-        return _record_denial(
-            svc, denied.who, caller, denied.request_id, denied.error, ctx=denied.ctx
+        return (
+            yield from _record_denial(
+                svc, denied.who, caller, denied.request_id, denied.error, ctx=denied.ctx
+            )
         )
     who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
     tin, name, address = allowed.tin, allowed.name, allowed.address
     if address is None:
-        return _record_no_match(svc, who, caller, req, ctx)
+        return (yield from _record_no_match(svc, who, caller, req, ctx))
 
     # Everything the answer needs is ready before the transaction: the address was
     # decrypted by the match, and the receipt key is loaded here (a missing key is 503
@@ -350,56 +387,61 @@ def _disclose(
 
     # 8. one write transaction: replay guard, quota, audit leaf, accounting, receipt.
     # Any failure before the commit rolls all of it back.
+    def transaction(session: Session) -> tuple[AppendedLeaf, str]:
+        _reserve_quota(session, vc)
+        leaf = _append_decision(
+            svc,
+            session,
+            _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
+        )
+        record_accounting(
+            session,
+            svc.keystore,
+            leaf.index,
+            {
+                "disclosure_id": disclosure_id,
+                "time": now.isoformat(),
+                "request_id": req.request_id,
+                "requester_id": who.id,
+                "agency": who.agency,
+                "case_jti": vc.jti,
+                "case_number": vc.number,
+                "court": vc.court,
+                "statute": req.statute,
+                "reason": req.reason,
+                "tax_periods": list(req.tax_periods),
+                "tin": tin,
+                "name": name,
+                "address": disclosed,
+            },
+        )
+        _remember_request_id(session, who.id, req.request_id, leaf.index, now)
+        receipt = signer.sign(
+            {
+                "disclosure_id": disclosure_id,
+                "request_id": req.request_id,
+                "requester_id": who.id,
+                "case_jti": vc.jti,
+                "leaf_index": leaf.index,
+                "leaf_hash": leaf.leaf_hash.hex(),
+                "tree_size": leaf.tree_size,
+                "iat": int(now.timestamp()),
+                "time": leaf.leaf["time"],
+            }
+        )
+        return leaf, receipt
+
     try:
-        with svc.decision_write() as session:
-            _reserve_quota(session, vc)
-            leaf = _append_decision(
-                svc,
-                session,
-                _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
-            )
-            record_accounting(
-                session,
-                svc.keystore,
-                leaf.index,
-                {
-                    "disclosure_id": disclosure_id,
-                    "time": now.isoformat(),
-                    "request_id": req.request_id,
-                    "requester_id": who.id,
-                    "agency": who.agency,
-                    "case_jti": vc.jti,
-                    "case_number": vc.number,
-                    "court": vc.court,
-                    "statute": req.statute,
-                    "reason": req.reason,
-                    "tax_periods": list(req.tax_periods),
-                    "tin": tin,
-                    "name": name,
-                    "address": disclosed,
-                },
-            )
-            _remember_request_id(session, who.id, req.request_id, leaf.index, now)
-            receipt = signer.sign(
-                {
-                    "disclosure_id": disclosure_id,
-                    "request_id": req.request_id,
-                    "requester_id": who.id,
-                    "case_jti": vc.jti,
-                    "leaf_index": leaf.index,
-                    "leaf_hash": leaf.leaf_hash.hex(),
-                    "tree_size": leaf.tree_size,
-                    "iat": int(now.timestamp()),
-                    "time": leaf.leaf["time"],
-                }
-            )
+        leaf, receipt = yield transaction
     except _Refusal as refusal:
-        return _record_denial(svc, who, caller, req.request_id, refusal.error, ctx=ctx)
+        return (yield from _record_denial(svc, who, caller, req.request_id, refusal.error, ctx=ctx))
     except SAIntegrityError:
         # A concurrent request with the same request_id committed first.
-        return _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
+        return (
+            yield from _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
+        )
     except CaseError as exc:
-        return _record_denial(svc, who, caller, req.request_id, exc, ctx=ctx)
+        return (yield from _record_denial(svc, who, caller, req.request_id, exc, ctx=ctx))
 
     # 9. answer (only after the audit leaf committed)
     answer = {
@@ -598,9 +640,9 @@ def _append_decision(svc: DisclosureService, session: Session, leaf: LeafInput) 
     return append_leaf(session, leaf)
 
 
-def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> AppendedLeaf:
-    with svc.decision_write() as session:
-        return _append_decision(svc, session, leaf)
+def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> Steps[AppendedLeaf]:
+    appended: AppendedLeaf = yield lambda session: _append_decision(svc, session, leaf)
+    return appended
 
 
 def _record_denial(
@@ -611,10 +653,10 @@ def _record_denial(
     error: TaxaddrError,
     *,
     ctx: _LeafContext | None,
-) -> Refused:
+) -> Steps[Refused]:
     """Append the denial's audit leaf (own transaction): the refusal, with its leaf."""
     reasons = tuple(error.reasons) if isinstance(error, PolicyDenied) else (error.code,)
-    appended = _append_own_transaction(
+    appended = yield from _append_own_transaction(
         svc, _leaf(who, request_id, ctx=ctx, outcome="denied", reasons=reasons)
     )
     return Refused(caller, error, appended)
@@ -626,18 +668,24 @@ def _record_no_match(
     caller: Caller,
     req: DisclosureRequest,
     ctx: _LeafContext,
-) -> NoMatch | Refused:
+) -> Steps[NoMatch | Refused]:
     now = datetime.now(UTC)
+
+    def transaction(session: Session) -> AppendedLeaf:
+        leaf = _append_decision(
+            svc,
+            session,
+            _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
+        )
+        _remember_request_id(session, who.id, req.request_id, leaf.index, now)
+        return leaf
+
     try:
-        with svc.decision_write() as session:
-            leaf = _append_decision(
-                svc,
-                session,
-                _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
-            )
-            _remember_request_id(session, who.id, req.request_id, leaf.index, now)
+        leaf: AppendedLeaf = yield transaction
     except (_Refusal, SAIntegrityError):
-        return _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
+        return (
+            yield from _record_denial(svc, who, caller, req.request_id, RequestReplayed(), ctx=ctx)
+        )
     return NoMatch(caller, leaf)
 
 

@@ -32,7 +32,7 @@ from taxaddr import metrics
 from taxaddr.api.deps import client_cert_der, get_service, get_trace
 from taxaddr.api.schemas import ERRORS, DisclosureAnswer, inline_schema
 from taxaddr.api.trace import Trace, unlogged_outcome
-from taxaddr.disclosure.core import DisclosureService, disclose
+from taxaddr.disclosure.core import DisclosureService, disclose, disclose_async
 from taxaddr.disclosure.outcome import Caller, Disclosed, NoMatch, Outcome, Refused
 from taxaddr.disclosure.request import DisclosureRequest
 
@@ -58,7 +58,9 @@ async def post_disclosure(request: Request) -> Response:
     svc = get_service(request)
     labels: frozenset[str] = request.app.state.statute_labels
     if svc.runs_inline:
-        outcome = decide(svc, client_cert_der(request), body, get_trace(request), labels)
+        outcome = await decide_async(
+            svc, client_cert_der(request), body, get_trace(request), labels
+        )
     else:
         outcome = await anyio.to_thread.run_sync(
             decide,
@@ -90,6 +92,25 @@ def decide(
         outcome = disclose(svc, cert_der, body, caller)
     finally:
         # Who asked, also when a step failed with something other than a refusal.
+        _trace_caller(trace, caller)
+        metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
+    record(outcome, trace, statute_labels)
+    return outcome
+
+
+async def decide_async(
+    svc: DisclosureService,
+    cert_der: bytes | None,
+    body: bytes,
+    trace: Trace,
+    statute_labels: frozenset[str],
+) -> Outcome:
+    """:func:`decide` on the event loop: the write transaction joins a group commit."""
+    started = time.perf_counter()
+    caller = Caller(request_id=trace.request_id)
+    try:
+        outcome = await disclose_async(svc, cert_der, body, caller)
+    finally:
         _trace_caller(trace, caller)
         metrics.REQUEST_SECONDS.observe(time.perf_counter() - started)
     record(outcome, trace, statute_labels)
