@@ -44,8 +44,10 @@ imports: venv
 test: sysdeps venv lint typecheck imports
 	$(BIN)/pytest -p xdist -n 2 --dist loadgroup --cov --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
+# Quick mode (bounded: each benchmark at most 300 s); `$(BIN)/python bench/run_all.py --full`
+# runs the issue-sized figures. Prints the table of docs/performance.md.
 bench: venv
-	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) var .coverage* htmlcov

@@ -32,6 +32,7 @@ import random
 import shutil
 import ssl
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from bench_api import build, disclosure_body  # the script's directory is on sys.path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchline import emit, quick
 
 
 def paths(world: dict[str, Any]) -> dict[str, Callable[[bytes, bytes], bool]]:
@@ -110,6 +114,8 @@ def main() -> None:
         help="an A/B of two builds uses one policy for both (policy cost is not the build's)",
     )
     args = parser.parse_args()
+    if quick():
+        args.n, args.warmup, args.rounds = min(args.n, 500), 100, 2
 
     root = Path(tempfile.mkdtemp(prefix="taxaddr-bench-core-"))
     try:
@@ -148,6 +154,13 @@ def main() -> None:
                 f"wall {statistics.median(wall):.3f} ms"
             )
         print(json.dumps(summary, indent=2))
+        names = list(summary)
+        for name in names:
+            base = names[0] if name != names[0] else None
+            emit(f"decision core CPU per disclosure ({name})",
+                 summary[name]["cpu_ms_per_disclosure_median"], "ms", limit="(reported)",
+                 baseline=base, baseline_value=summary[base]["cpu_ms_per_disclosure_median"]
+                 if base else None)  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

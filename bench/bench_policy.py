@@ -56,6 +56,10 @@ from taxaddr.policy.sources import load_sources  # noqa: E402
 POLICY_DIR = REPO / "policies"
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchline import emit, quick  # noqa: E402
+
+
 def realistic_input() -> dict[str, Any]:
     ref = "3f1d9c0be2a54b7e8c6a1d2f0e9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"
     return {
@@ -190,6 +194,8 @@ def main() -> None:
         "in the same run as raw regorus rows, for an A/B of the policy itself",
     )
     args = parser.parse_args()
+    if quick():
+        args.n, args.opa_n, args.rounds = min(args.n, 2000), min(args.opa_n, 200), 2
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
 
@@ -257,9 +263,15 @@ def main() -> None:
         f"p99 {emb99:.0f}; on-CPU p50 {cpu50:.0f}, p99 {cpu99:.0f}; "
         f"wall p50/floor {emb50 / rows[0][1][0]:.1f}x"
     )
+    emit("embedded policy decide(), allow, wall p50", emb50, "us", limit="p50 <= 150 us",
+         baseline=rows[0][0], baseline_value=rows[0][1][0], ok=emb50 <= 150)  # fmt: skip
+    emit("embedded policy decide(), allow, wall p99", emb99, "us", limit="p99 <= 500 us",
+         ok=emb99 <= 500)  # fmt: skip
     real = [row for row in rows if row[0].startswith("OPA adapter (real)")]
     if real:
         print(f"real OPA adapter allow vs target (p50 2000 us): wall p50 {real[0][1][0]:.0f}")
+        emit("real OPA adapter, allow, wall p50", real[0][1][0], "us", limit="p50 <= 2,000 us",
+             baseline="embedded", baseline_value=emb50, ok=real[0][1][0] <= 2000)  # fmt: skip
     print(
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
         "(CPU time excludes time the scheduler gave to other processes)"

@@ -87,6 +87,10 @@ PROPOSED_INDEXES = (
 )
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchline import emit, quick  # noqa: E402
+
+
 def _case_number(c: int) -> str:
     return f"1:26-cr-{c:05d}"
 
@@ -387,6 +391,8 @@ def main() -> None:
     parser.add_argument("--skip-verify", action="store_true", help="skip step 2")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if quick():
+        args.leaves, args.scrapes = min(args.leaves, 100_000), min(args.scrapes, 50)
     if args.child:
         kind, *rest = args.child
         if kind == "report":
@@ -426,6 +432,9 @@ def main() -> None:
             f"{int(r['requests']):,} requests in {int(r['rows']):,} rows, "
             f"{int(r['bytes']):,} bytes  [{verdict}; target <= 10 s, <= 500 MB]"
         )
+        emit(f"compliance report ({fmt}), {args.leaves:,} leaves", r["seconds"], "s",
+             limit="<= 10 s, <= 500 MB RSS",
+             ok=r["seconds"] <= 10 and r["peak_rss_mb"] <= 500)  # fmt: skip
 
     if not args.skip_verify:
         print("\n2. report verify (recount from leaf JSON + root recomputation):")
@@ -445,6 +454,7 @@ def main() -> None:
         f"  GET /metrics over mTLS (real server, monitor cert): median {median * 1000:.1f} ms, "
         f"p95 {p95 * 1000:.1f} ms  [{verdict}; target <= 50 ms]"
     )
+    emit("GET /metrics over mTLS, p95", p95 * 1000, "ms", limit="<= 50 ms", ok=p95 <= 0.050)
     if not args.keep:
         for path in sorted(root.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
