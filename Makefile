@@ -9,7 +9,7 @@ TAXADDR := $(BIN)/taxaddr
 TEST_SYSTEM_PACKAGES := postgresql chromium prometheus softhsm2 poppler-utils haproxy
 PYTEST_ARGS ?=
 
-.PHONY: run test venv sysdeps lint typecheck imports unit bench clean
+.PHONY: run test venv sysdeps lint typecheck imports unit bench clean cluster cluster-stop
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ run: venv
 	bash deploy/dev/run.sh
 
 lint: venv
-	$(BIN)/ruff check service tests bench migrations
+	$(BIN)/ruff check service tests bench migrations deploy
 
 typecheck: venv
 	$(BIN)/mypy
@@ -48,6 +48,15 @@ test: sysdeps venv lint typecheck imports
 # runs the issue-sized figures. Prints the table of docs/performance.md.
 bench: venv
 	$(BIN)/python bench/run_all.py
+
+# deploy/compose.yaml's topology from real processes on this machine (deploy/cluster):
+# PostgreSQL, 2 OPA, CLUSTER_REPLICAS taxaddr replicas, HAProxy, Prometheus in var/cluster.
+CLUSTER_REPLICAS ?= 3
+cluster: sysdeps venv
+	$(BIN)/python -m deploy.cluster start --state var/cluster --replicas $(CLUSTER_REPLICAS)
+
+cluster-stop: venv
+	$(BIN)/python -m deploy.cluster stop --state var/cluster
 
 clean:
 	rm -rf $(VENV) var .coverage* htmlcov

@@ -1,7 +1,8 @@
 """Container HEALTHCHECK: GET https://127.0.0.1:$TAXADDR_PORT/healthz over mTLS.
 
 ``healthcheck.py /readyz`` asks the readiness endpoint instead (Kubernetes'
-readiness probe). Exit 0 when the server answers 200 with status ``ok`` (``ready``), 1 otherwise. The client
+readiness probe). Exit 0 when the server answers 200 with status ``ok`` (``ready``),
+1 otherwise. The client
 identity comes from ``$TAXADDR_HEALTHCHECK_CERT_DIR`` (``ca.crt``, ``health.crt``,
 ``health.key``); the server certificate is verified against ``ca.crt`` but its
 name is not checked (the probe dials 127.0.0.1, the certificate names the service).

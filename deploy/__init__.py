@@ -1,0 +1,1 @@
+"""Deployment files; ``deploy.cluster`` is the one-machine cluster of real processes."""

@@ -1,0 +1,6 @@
+"""The production topology from real processes on one machine (``make cluster``)."""
+
+from deploy.cluster.client import Outcome, disclosure_body, run_load, send
+from deploy.cluster.cluster import Cluster, person
+
+__all__ = ["Cluster", "Outcome", "disclosure_body", "person", "run_load", "send"]
