@@ -29,6 +29,7 @@ from taxaddr.cli import (
     request,
     requester,
     serve,
+    witness,
 )
 from taxaddr.errors import TaxaddrError
 
@@ -53,6 +54,7 @@ for _module in (
     serve,
     request,
     report,
+    witness,
 ):
     _module.register(app)
 

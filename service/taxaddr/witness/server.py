@@ -1,0 +1,103 @@
+"""``taxaddr witness serve``: the witness over HTTP (stdlib server, one thread a request).
+
+``POST /add-checkpoint`` only (tlog-witness); anything else is 404/405. TLS with an
+optional client-certificate requirement when given a certificate; plain HTTP only on
+a loopback address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+import sys
+import time
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from taxaddr.audit.checkpoint import Verifier
+from taxaddr.errors import UsageError
+from taxaddr.witness.cosign import CosignerKey
+from taxaddr.witness.protocol import MAX_BODY_BYTES, Answer, add_checkpoint
+from taxaddr.witness.state import WitnessState
+
+PATH = "/add-checkpoint"
+
+
+class Witness:
+    """What the handler needs: the key, the logs it witnesses, its state."""
+
+    def __init__(
+        self, key: CosignerKey, logs: Mapping[str, list[Verifier]], state: WitnessState
+    ) -> None:
+        self.key, self.logs, self.state = key, logs, state
+
+    def handle(self, body: bytes) -> Answer:
+        return add_checkpoint(body, self.logs, self.state, self.key, int(time.time()))
+
+
+def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "taxaddr-witness"
+        sys_version = ""
+        protocol_version = "HTTP/1.1"
+        timeout = 30
+
+        def do_POST(self) -> None:
+            if self.path != PATH:
+                self._send(Answer(404, b"not found\n"))
+                return
+            try:
+                length = int(self.headers.get("Content-Length", ""))
+            except ValueError:
+                self._send(Answer(411, b"Content-Length required\n"))
+                return
+            if not 0 <= length <= MAX_BODY_BYTES:
+                self._send(Answer(400, b"request body too large\n"))
+                return
+            self._send(witness.handle(self.rfile.read(length)))
+
+        def do_GET(self) -> None:
+            self._send(Answer(404 if self.path != PATH else 405, b"POST /add-checkpoint only\n"))
+
+        def _send(self, answer: Answer) -> None:
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            event = {"event": "witness_request", "line": format % args}
+            sys.stderr.write(json.dumps(event) + "\n")
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def serve(
+    witness: Witness,
+    host: str,
+    port: int,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    client_ca: Path | None = None,
+) -> None:
+    """Serve until interrupted."""
+    if cert is None and not ipaddress.ip_address(host).is_loopback:
+        raise UsageError("plain HTTP only on a loopback address: give --tls-cert and --tls-key")
+    server = make_server(witness, host, port)
+    if cert is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(cert), str(key) if key else None)
+        if client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(str(client_ca))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        witness.state.close()
