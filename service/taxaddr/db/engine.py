@@ -185,6 +185,7 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
 _PG_BULK_WRITER_LOCK = 0x7461786164647201
 _SQLITE_BULK_CACHE_KIB = 64 * 1024
 _SQLITE_BULK_CHECKPOINT_PAGES = 16_384
+_SQLITE_BULK_MMAP_BYTES = 0
 
 
 @contextmanager
@@ -201,7 +202,7 @@ def bulk_write_connection(engine: Engine) -> Iterator[Connection]:
                 # Reads through the bounded page cache, not the memory map: a bulk
                 # writer touches the whole file, and every mapped page it read stays
                 # resident in the process (1M rows: +140 MB of RSS).
-                conn.exec_driver_sql("PRAGMA mmap_size = 0")
+                conn.exec_driver_sql(f"PRAGMA mmap_size = {_SQLITE_BULK_MMAP_BYTES}")
                 try:
                     yield conn
                 finally:
