@@ -45,7 +45,15 @@ def record_accounting(
         ciphertext = envelope.seal(data_key, plaintext, accounting_aad(leaf_index))
         # A compiled statement on the transaction's connection: building the expression
         # per call cost several times the insert itself on the disclosure path.
-        audit_repo.insert_accounting(session, leaf_index, kek_version, wrapped, ciphertext)
+        disclosure_id = detail.get("disclosure_id")
+        audit_repo.insert_accounting(
+            session,
+            leaf_index,
+            kek_version,
+            wrapped,
+            ciphertext,
+            disclosure_id=disclosure_id if isinstance(disclosure_id, str) else None,
+        )
     except (AuditUnavailable, KeyMaterialError):
         raise  # a missing or unusable KEK is 503 keys_unavailable (the caller rolls back)
     except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:

@@ -280,6 +280,9 @@ class AuditAccounting(Base):
     kek_version: Mapped[int] = mapped_column(Integer)
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    # The disclosure's server id in the clear (a random UUID, no personal data), so its
+    # offline proof can be found without decrypting (GET /v1/audit/proof/disclosure/<id>).
+    disclosure_id: Mapped[str | None] = mapped_column(String(36), nullable=True, unique=True)
 
 
 requesters: Table = cast(Table, RequesterRow.__table__)
@@ -351,3 +354,20 @@ class RateLimitBucket(Base):
 
 
 rate_limit_buckets: Table = cast(Table, RateLimitBucket.__table__)
+
+
+# --- witnesses and offline proofs --------------------------------------------------
+
+
+class AuditCosignature(Base):
+    """A witness's cosignature (its note signature line) on the checkpoint of one size."""
+
+    __tablename__ = "audit_cosignatures"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(256), primary_key=True)
+    line: Mapped[str] = mapped_column(Text)
+    cosigned_at: Mapped[int] = mapped_column(BigInteger)  # the cosignature's own timestamp
+
+
+audit_cosignatures: Table = cast(Table, AuditCosignature.__table__)

@@ -235,6 +235,7 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
             kek_version=_p("kek_version"),
             wrapped_key=_p("wrapped_key"),
             ciphertext=_p("ciphertext"),
+            disclosure_id=_p("disclosure_id"),
         ),
         # -- address records (the importer's executemany)
         "address_insert": _insert(dialect_name, a).values(

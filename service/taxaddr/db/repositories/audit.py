@@ -121,10 +121,25 @@ def leaf_reader_spec(session: Session) -> dict[str, Any] | None:
 
 
 def insert_accounting(
-    session: Session, leaf_index: int, kek_version: int, wrapped_key: bytes, ciphertext: bytes
+    session: Session,
+    leaf_index: int,
+    kek_version: int,
+    wrapped_key: bytes,
+    ciphertext: bytes,
+    *,
+    disclosure_id: str | None,
 ) -> None:
     sql = statements(session).accounting_insert
-    fetchone(session, sql, (leaf_index, kek_version, wrapped_key, ciphertext))
+    fetchone(session, sql, (leaf_index, kek_version, wrapped_key, ciphertext, disclosure_id))
+
+
+def leaf_of_disclosure(session: Session, disclosure_id: str) -> int | None:
+    """The leaf index whose accounting record is disclosure ``disclosure_id``."""
+    stmt = select(audit_accounting.c.leaf_index).where(
+        audit_accounting.c.disclosure_id == disclosure_id
+    )
+    found = session.execute(stmt).scalar_one_or_none()
+    return None if found is None else int(found)
 
 
 def leaf_range(session: Session, start: int, below: int, limit: int) -> list[Any]:
