@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     audit_origin: str = "taxaddr.local/audit"
     # Dual control: dangerous trust changes need a second admin (required in prod).
     dual_control: bool = False
+    # Witnesses (C2SP tlog-witness): JSON list of {"vkey", "url"}; offline proofs need
+    # witness_quorum cosignatures; checkpoints go to witnesses at most this often.
+    witnesses: str = "[]"
+    witness_quorum: int = Field(default=0, ge=0, le=64)
+    checkpoint_interval: float = Field(default=10.0, gt=0, le=86400)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

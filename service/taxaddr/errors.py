@@ -215,6 +215,14 @@ class ServiceUnreachable(TaxaddrError):
     status = 503
 
 
+class WitnessQuorumPending(TaxaddrError):
+    """The offline proof needs a checkpoint cosigned by TAXADDR_WITNESS_QUORUM witnesses,
+    and none covering the leaf has that many yet (ask again later)."""
+
+    code = "witness_quorum_pending"
+    status = 503
+
+
 # -- dual control (trust changes over the API) ------------------------------------------
 
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import Checkpoint, Verifier, sign_checkpoint
+from taxaddr.audit.cosignature import CosignerKey, parse_vkey
 from taxaddr.errors import UsageError
-from taxaddr.witness.cosign import CosignerKey, parse_vkey
 from taxaddr.witness.protocol import add_checkpoint
 from taxaddr.witness.state import WitnessState
 from tests.pg import free_port

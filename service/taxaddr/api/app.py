@@ -14,6 +14,13 @@ from taxaddr.api.middleware import EdgeMiddleware
 from taxaddr.api.routes import admin, audit, disclosures, health, oversight, reports
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
+from taxaddr.audit.witnessing import (
+    WitnessClient,
+    WitnessLoop,
+    current_size,
+    parse_witnesses,
+    witness_round,
+)
 from taxaddr.config import Settings, get_settings
 from taxaddr.db import background_checkpoints
 from taxaddr.disclosure.core import DisclosureService, statute_allow_list
@@ -51,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lambda: verify_now(svc.engine, svc.keystore, svc.settings)
     )
     background_checkpoints(svc.engine)  # SQLite: WAL checkpoints off the request path
+    start_witnessing(svc)
     handlers.install(app)
     openapi.install(app)
     for module in (health, disclosures, audit, oversight, reports, admin):
@@ -68,3 +76,19 @@ def rate_limiter(settings: Settings, engine: Engine | None = None) -> Limiter:
     if state is None:
         return RateLimiter(settings.rate_limit)
     return SharedRateLimiter(settings.rate_limit, state / RATE_LIMIT_FILE)
+
+
+def start_witnessing(svc: DisclosureService) -> WitnessLoop | None:
+    """With TAXADDR_WITNESSES, send grown checkpoints to the witnesses in the background
+    (each server process; a witness answers a second submission of one size with 409)."""
+    endpoints = parse_witnesses(svc.settings.witnesses)
+    if not endpoints:
+        return None
+    client = WitnessClient(endpoints)
+    loop = WitnessLoop(
+        lambda: witness_round(svc.write, svc.read_session, svc.keystore, svc.settings, client),
+        lambda: current_size(svc.read_session),
+        svc.settings.checkpoint_interval,
+    )
+    loop.start()
+    return loop

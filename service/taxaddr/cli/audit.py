@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from taxaddr.audit import service
 from taxaddr.audit.admin import list_trust_changes
+from taxaddr.audit.checkpoint import CheckpointError, parse_vkey
+from taxaddr.audit.cosignature import parse_vkey as parse_cosigner_vkey
+from taxaddr.audit.offline import verify_offline_proof
 from taxaddr.cli.days import day_option
-from taxaddr.errors import UsageError
+from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.services import opened_services
 
 audit_app = typer.Typer(help="The tamper-evident audit log (RFC 6962).", no_args_is_help=True)
@@ -78,6 +82,38 @@ def audit_admin_log(
     for c in changes:
         by = f"{c.requester_id} ({c.role}, {c.agency})"
         typer.echo(f"{c.leaf_index}\t{c.time}\t{c.action}\t{c.target}\t{by}")
+
+
+@audit_app.command("verify-proof")
+def audit_verify_proof(
+    proof_file: Annotated[Path, typer.Argument(help="an offline proof (JSON)")],
+    log_vkey: Annotated[str, typer.Option("--log-vkey", help="the log's verifier key")],
+    witness_vkey: Annotated[
+        list[str] | None, typer.Option("--witness-vkey", help="a trusted witness (repeatable)")
+    ] = None,
+    quorum: Annotated[int, typer.Option("--quorum", min=0, help="witnesses required")] = 0,
+) -> None:
+    """Check an offline proof without the service: exit 0 only if the leaf is included
+    under a checkpoint signed by the log and cosigned by QUORUM of the given witnesses."""
+    try:
+        log = parse_vkey(log_vkey)
+        witnesses = [parse_cosigner_vkey(text) for text in witness_vkey or []]
+    except CheckpointError as exc:
+        raise UsageError(f"verifier key: {exc.message}") from None
+    if quorum > len(witnesses):
+        raise UsageError(f"--quorum {quorum} needs at least that many --witness-vkey")
+    try:
+        document = json.loads(proof_file.read_bytes())
+    except OSError:
+        raise UsageError(f"cannot read {proof_file}") from None
+    except ValueError:
+        raise IntegrityError("proof file: not JSON") from None
+    check = verify_offline_proof(document, log, witnesses, quorum)
+    by = f" and {len(check.witnesses)} witness(es): {', '.join(check.witnesses)}"
+    typer.echo(
+        f"ok: leaf {check.leaf_index} is included under the checkpoint of size "
+        f"{check.tree_size} signed by the log{by if check.witnesses else ''}"
+    )
 
 
 def register(app: typer.Typer) -> None:

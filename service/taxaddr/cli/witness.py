@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from taxaddr.audit.checkpoint import CheckpointError, Verifier, parse_vkey
+from taxaddr.audit.cosignature import CosignerKey
 from taxaddr.errors import UsageError
-from taxaddr.witness.cosign import CosignerKey
 from taxaddr.witness.server import Witness, serve
 from taxaddr.witness.state import WitnessState
 

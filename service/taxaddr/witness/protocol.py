@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from taxaddr.audit import merkle
 from taxaddr.audit.checkpoint import CheckpointError, Verifier, open_checkpoint, parse_body
-from taxaddr.witness.cosign import CosignerKey, note_body
+from taxaddr.audit.cosignature import CosignerKey, note_body
 from taxaddr.witness.state import LogState, WitnessState
 
 MAX_PROOF_LINES = 63

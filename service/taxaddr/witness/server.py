@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from taxaddr.audit.checkpoint import Verifier
+from taxaddr.audit.cosignature import CosignerKey
 from taxaddr.errors import UsageError
-from taxaddr.witness.cosign import CosignerKey
 from taxaddr.witness.protocol import MAX_BODY_BYTES, Answer, add_checkpoint
 from taxaddr.witness.state import WitnessState
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from taxaddr.api.deps import Oversight, get_service
+from taxaddr.api.deps import CurrentRequester, Oversight, get_service
 from taxaddr.audit import service as audit_service
-from taxaddr.errors import NotFound
+from taxaddr.audit.offline import disclosure_proof
+from taxaddr.audit.witnessing import cosigned_note
+from taxaddr.errors import NotFound, RoleForbidden
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Index = Annotated[int, Query(ge=0, le=2**53)]
@@ -45,7 +47,33 @@ def checkpoint(request: Request, _who: Oversight) -> PlainTextResponse:
     svc = get_service(request)
     with svc.write() as session:
         note = audit_service.latest_checkpoint(session, svc.keystore, svc.settings)
+        note = cosigned_note(session, note)  # with every witness cosignature collected
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
+
+
+@router.get(
+    "/proof/disclosure/{disclosure_id}",
+    responses={
+        404: {"description": "not_found: no such disclosure (or not one made to the caller)"},
+        503: {"description": "witness_quorum_pending: not yet cosigned by the quorum"},
+    },
+)
+def disclosure_proof_endpoint(
+    request: Request,
+    who: CurrentRequester,
+    disclosure_id: Annotated[str, Path(pattern="^[0-9a-f-]{36}$")],
+) -> dict[str, Any]:
+    """An offline proof that the disclosure's accounting leaf is in the log: the leaf,
+    the checkpoint with its cosignatures and the inclusion path (roles oversight, and
+    requester for the disclosures made to it)."""
+    if who.role not in {"oversight", "requester"}:
+        raise RoleForbidden("this endpoint needs the role oversight or requester")
+    svc = get_service(request)
+    receiver = None if who.role == "oversight" else who.id
+    with svc.write() as session:
+        return disclosure_proof(
+            session, svc.keystore, svc.settings, disclosure_id, requester_id=receiver
+        )
 
 
 @router.get("/entries", response_model=Entries)

@@ -242,3 +242,16 @@ def leaves_with_hashes(session: Session, start: int, limit: int) -> Iterator[Any
         .order_by(audit_leaves.c.leaf_index)
         .limit(limit)
     )
+
+
+def checkpoint_note_of_size(session: Session, tree_size: int) -> str | None:
+    """The stored signed note of the checkpoint of ``tree_size`` leaves, or None."""
+    stmt = select(_CP.c.note).where(_CP.c.tree_size == tree_size).order_by(_CP.c.id).limit(1)
+    found = session.execute(stmt).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+def leaf_json(session: Session, leaf_index: int) -> bytes | None:
+    stmt = select(audit_leaves.c.leaf_json).where(audit_leaves.c.leaf_index == leaf_index)
+    found = session.execute(stmt).scalar_one_or_none()
+    return None if found is None else bytes(found)

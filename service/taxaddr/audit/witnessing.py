@@ -1,0 +1,203 @@
+"""The log's side of witnessing: send checkpoints to witnesses, keep their cosignatures.
+
+Every ``TAXADDR_CHECKPOINT_INTERVAL`` seconds, and only when the tree grew, the latest
+signed checkpoint goes to each witness of ``TAXADDR_WITNESSES`` with the RFC 6962
+consistency proof from the size that witness last cosigned (C2SP tlog-witness
+``add-checkpoint``). A 409 tells the witness's size: the request is made once more
+from there. A returned cosignature is kept only if it verifies under that witness's
+vkey. Witnesses that are down, slow or refusing never block a disclosure: this runs
+on its own thread with bounded timeouts, and what it cannot get it logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.orm import Session
+
+from taxaddr.audit.checkpoint import CheckpointError, parse_body
+from taxaddr.audit.cosignature import Cosigner, note_body
+from taxaddr.audit.cosignature import parse_vkey as parse_cosigner_vkey
+from taxaddr.audit.service import consistency_proof, latest_checkpoint, tree_size
+from taxaddr.config import Settings
+from taxaddr.crypto.keystore import KeyStore
+from taxaddr.db.repositories import witnesses as witness_repo
+from taxaddr.errors import ConfigError
+
+LOG = logging.getLogger("taxaddr.witnessing")
+SIZE_TYPE = "text/x.tlog.size"
+TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WitnessEndpoint:
+    cosigner: Cosigner
+    url: str  # the submission prefix; the request goes to <url>/add-checkpoint
+
+
+def parse_witnesses(text: str) -> list[WitnessEndpoint]:
+    """``TAXADDR_WITNESSES``: a JSON list of ``{"vkey", "url"}``."""
+    problem = "TAXADDR_WITNESSES must be a JSON list of {vkey, url}"
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        raise ConfigError(problem) from None
+    if not isinstance(raw, list):
+        raise ConfigError(problem)
+    try:
+        endpoints = [
+            WitnessEndpoint(parse_cosigner_vkey(str(item["vkey"])), str(item["url"]).rstrip("/"))
+            for item in raw
+        ]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{problem} ({type(exc).__name__})") from None
+    except CheckpointError as exc:
+        raise ConfigError(f"{problem} ({exc.message})") from None
+    names = [e.cosigner.name for e in endpoints]
+    if len(set(names)) != len(names):
+        raise ConfigError("TAXADDR_WITNESSES names a witness twice")
+    return endpoints
+
+
+def request_body(old_size: int, proof: list[bytes], note: str) -> bytes:
+    lines = [f"old {old_size}", *(base64.b64encode(h).decode() for h in proof)]
+    return ("\n".join(lines) + "\n\n" + note).encode()
+
+
+class WitnessClient:
+    """Submits checkpoints; remembers each witness's last cosigned size (per process)."""
+
+    def __init__(self, endpoints: list[WitnessEndpoint], timeout: float = TIMEOUT_SECONDS):
+        self.endpoints = endpoints
+        self._known: dict[str, int] = {}
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def cosign(
+        self, endpoint: WitnessEndpoint, note: str, proof_from: Callable[[int], list[bytes]]
+    ) -> tuple[str, int] | None:
+        """The witness's verified cosignature line and its timestamp, or None."""
+        size = parse_body(note_body(note)).tree_size
+        old = self._known.get(endpoint.cosigner.name, 0)
+        for _attempt in range(2):
+            old = min(old, size)
+            body = request_body(old, proof_from(old) if 0 < old < size else [], note)
+            try:
+                answer = self._http.post(endpoint.url + "/add-checkpoint", content=body)
+            except httpx.HTTPError as exc:
+                LOG.warning(
+                    "witness %s unreachable: %s", endpoint.cosigner.name, type(exc).__name__
+                )
+                return None
+            if answer.status_code == 409 and answer.headers.get("content-type") == SIZE_TYPE:
+                try:
+                    witness_size = int(answer.text.strip())
+                except ValueError:
+                    return None
+                if witness_size > size or witness_size == old:
+                    # it cosigned a larger tree, or a different one of this size: a fork?
+                    LOG.error(
+                        "witness %s refuses (its size %d)", endpoint.cosigner.name, witness_size
+                    )
+                    return None
+                old = witness_size
+                continue
+            if answer.status_code != 200:
+                LOG.warning("witness %s answered %d", endpoint.cosigner.name, answer.status_code)
+                return None
+            return self._accept(endpoint, note, size, answer.text)
+        return None
+
+    def _accept(
+        self, endpoint: WitnessEndpoint, note: str, size: int, text: str
+    ) -> tuple[str, int] | None:
+        body = note_body(note)
+        for line in text.split("\n"):
+            try:
+                timestamp = endpoint.cosigner.verify(body, line)
+            except CheckpointError:
+                LOG.warning("witness %s sent an invalid cosignature", endpoint.cosigner.name)
+                return None
+            if timestamp is not None:
+                self._known[endpoint.cosigner.name] = size
+                return line, timestamp
+        return None
+
+
+def witness_round(
+    write: Callable[[], AbstractContextManager[Session]],
+    read: Callable[[], AbstractContextManager[Session]],
+    keystore: KeyStore,
+    settings: Settings,
+    client: WitnessClient,
+) -> int:
+    """One round: the latest checkpoint to every witness that has not cosigned it yet;
+    returns how many cosignatures it stored."""
+    with write() as session:
+        note = latest_checkpoint(session, keystore, settings)
+    size = parse_body(note_body(note)).tree_size
+    with read() as session:
+        have = witness_repo.cosigners_of(session, size)
+
+    def proof_from(old: int) -> list[bytes]:
+        with read() as session:
+            return consistency_proof(session, old, size)
+
+    stored = 0
+    for endpoint in client.endpoints:
+        if endpoint.cosigner.name in have:
+            continue
+        got = client.cosign(endpoint, note, proof_from)
+        if got is not None:
+            with write() as session:
+                witness_repo.add_cosignature(session, size, endpoint.cosigner.name, *got)
+            stored += 1
+    return stored
+
+
+def cosigned_note(session: Session, note: str) -> str:
+    """The log-signed checkpoint with every cosignature collected for its size."""
+    size = parse_body(note_body(note)).tree_size
+    lines = witness_repo.cosignature_lines(session, size)
+    return note + "".join(line + "\n" for line in lines)
+
+
+class WitnessLoop:
+    """The background thread: a round every ``interval`` seconds when the tree grew."""
+
+    def __init__(self, round_: Callable[[], Any], size: Callable[[], int], interval: float):
+        self._round, self._size, self._interval = round_, size, interval
+        self._stop = threading.Event()
+        self._last = -1
+        self._thread = threading.Thread(target=self._run, name="taxaddr-witness", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                current = self._size()
+                if current != self._last:
+                    self._round()
+                    self._last = current
+            except Exception:  # a round must never take the server down
+                LOG.exception("witness round failed")
+
+
+def current_size(read: Callable[[], AbstractContextManager[Session]]) -> int:
+    with read() as session:
+        return tree_size(session)
