@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,10 +31,21 @@ def accounting_aad(leaf_index: int) -> bytes:
     return envelope.aad(_AAD_TABLE, str(leaf_index), _AAD_FIELD)
 
 
-def record_accounting(
-    session: Session, keystore: KeyStore, leaf_index: int, detail: Mapping[str, Any]
-) -> None:
-    """Seal ``detail`` and store it for ``leaf_index`` in the caller's transaction."""
+@dataclass(frozen=True)
+class PreparedAccounting:
+    """A record ready to seal: its plaintext and a fresh data key already wrapped by the
+    KEK. Made before the write transaction (the KEK may be an HSM round trip); sealed
+    with its leaf index's associated data once the index is known."""
+
+    plaintext: bytes = field(repr=False)
+    data_key: bytes = field(repr=False)
+    kek_version: int
+    wrapped_key: bytes
+    disclosure_id: str | None = None  # findable by it (oversight), when the detail has one
+
+
+def prepare_accounting(keystore: KeyStore, detail: Mapping[str, Any]) -> PreparedAccounting:
+    """Encode ``detail`` and wrap a fresh data key (no database, no leaf index needed)."""
     try:
         # Sealed, never hashed: any exact JSON will do, and the standard encoder is
         # ~10x faster than RFC 8785 inside the disclosure's write section.
@@ -42,23 +54,47 @@ def record_accounting(
         ).encode("utf-8")
         data_key = envelope.new_data_key()
         kek_version, wrapped = keystore.wrap(data_key)
-        ciphertext = envelope.seal(data_key, plaintext, accounting_aad(leaf_index))
+    except (AuditUnavailable, KeyMaterialError):
+        raise  # a missing or unusable KEK is 503 keys_unavailable
+    except (ValueError, TypeError, TaxaddrError) as exc:
+        raise AuditUnavailable("audit accounting record failed") from exc
+    disclosure_id = detail.get("disclosure_id")
+    return PreparedAccounting(
+        plaintext,
+        data_key,
+        kek_version,
+        wrapped,
+        disclosure_id if isinstance(disclosure_id, str) else None,
+    )
+
+
+def store_accounting(session: Session, prepared: PreparedAccounting, leaf_index: int) -> None:
+    """Seal ``prepared`` for ``leaf_index`` and store it in the caller's transaction."""
+    try:
+        ciphertext = envelope.seal(
+            prepared.data_key, prepared.plaintext, accounting_aad(leaf_index)
+        )
         # A compiled statement on the transaction's connection: building the expression
         # per call cost several times the insert itself on the disclosure path.
-        disclosure_id = detail.get("disclosure_id")
         audit_repo.insert_accounting(
             session,
             leaf_index,
-            kek_version,
-            wrapped,
+            prepared.kek_version,
+            prepared.wrapped_key,
             ciphertext,
-            disclosure_id=disclosure_id if isinstance(disclosure_id, str) else None,
+            disclosure_id=prepared.disclosure_id,
         )
-    except (AuditUnavailable, KeyMaterialError):
-        raise  # a missing or unusable KEK is 503 keys_unavailable (the caller rolls back)
+    except AuditUnavailable:
+        raise
     except (SQLAlchemyError, ValueError, TypeError, TaxaddrError) as exc:
-        # ValueError covers unencodable text; TaxaddrError other key store failures.
         raise AuditUnavailable("audit accounting record failed") from exc
+
+
+def record_accounting(
+    session: Session, keystore: KeyStore, leaf_index: int, detail: Mapping[str, Any]
+) -> None:
+    """Seal ``detail`` and store it for ``leaf_index`` in the caller's transaction."""
+    store_accounting(session, prepare_accounting(keystore, detail), leaf_index)
 
 
 def read_accounting(session: Session, keystore: KeyStore, leaf_index: int) -> dict[str, Any]:

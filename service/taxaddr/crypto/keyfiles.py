@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidKey
@@ -159,17 +160,33 @@ class FileKeks:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._keks: dict[int, bytes] = {}
+        self._versions: tuple[int, list[int]] | None = None  # (directory mtime_ns, versions)
 
     def _kek_dir(self) -> Path:
         return self.root / "kek"
 
     def kek_versions(self) -> list[int]:
-        """Active (not retired) KEK versions, ascending."""
+        """Active (not retired) KEK versions, ascending.
+
+        Listed again whenever the directory changed (one ``stat`` per call instead of
+        a listing per wrapped data key): a rotation or retirement by another process
+        changes the directory's mtime and takes effect on the next call."""
         d = self._kek_dir()
+        try:
+            mtime = os.stat(d).st_mtime_ns
+        except OSError:
+            return []
+        cached = self._versions
+        if cached is not None and cached[0] == mtime:
+            return list(cached[1])
         if not d.is_dir():
             return []
         matches = (_KEK_RE.match(p.name) for p in d.iterdir())
-        return sorted(int(m.group(1)) for m in matches if m)
+        versions = sorted(int(m.group(1)) for m in matches if m)
+        # A change within the filesystem's timestamp granularity of this listing could
+        # keep the same mtime: remember only listings of a directory quiet for 2 s.
+        self._versions = (mtime, versions) if time.time_ns() - mtime > 2_000_000_000 else None
+        return list(versions)
 
     def current_kek_version(self) -> int:
         versions = self.kek_versions()

@@ -53,7 +53,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.accounting import record_accounting
+from taxaddr.audit.accounting import prepare_accounting, store_accounting
 from taxaddr.audit.admin import note_policy_version
 from taxaddr.audit.leaf import (
     CANONICAL_UUID,
@@ -385,8 +385,32 @@ def _disclose(
     disclosure_id = new_server_id()
     now = datetime.now(UTC)
 
-    # 8. one write transaction: replay guard, quota, audit leaf, accounting, receipt.
-    # Any failure before the commit rolls all of it back.
+    # The accounting record's plaintext and its wrapped data key do not depend on the
+    # leaf index: made before the transaction (the KEK may be an HSM round trip).
+    accounting = prepare_accounting(
+        svc.keystore,
+        {
+            "disclosure_id": disclosure_id,
+            "time": now.isoformat(),
+            "request_id": req.request_id,
+            "requester_id": who.id,
+            "agency": who.agency,
+            "case_jti": vc.jti,
+            "case_number": vc.number,
+            "court": vc.court,
+            "statute": req.statute,
+            "reason": req.reason,
+            "tax_periods": list(req.tax_periods),
+            "tin": tin,
+            "name": name,
+            "address": disclosed,
+        },
+    )
+
+    # 8. one write transaction: quota, audit leaf, accounting, replay guard, receipt.
+    # Any failure before the commit rolls all of it back. The audit head is locked by
+    # the append (PostgreSQL: the one head row, FOR UPDATE) after the quota; what follows
+    # it needs the leaf index and is short: seal and insert, one insert, one signature.
     def transaction(session: Session) -> tuple[AppendedLeaf, str]:
         _reserve_quota(session, vc)
         leaf = _append_decision(
@@ -394,27 +418,7 @@ def _disclose(
             session,
             _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
         )
-        record_accounting(
-            session,
-            svc.keystore,
-            leaf.index,
-            {
-                "disclosure_id": disclosure_id,
-                "time": now.isoformat(),
-                "request_id": req.request_id,
-                "requester_id": who.id,
-                "agency": who.agency,
-                "case_jti": vc.jti,
-                "case_number": vc.number,
-                "court": vc.court,
-                "statute": req.statute,
-                "reason": req.reason,
-                "tax_periods": list(req.tax_periods),
-                "tin": tin,
-                "name": name,
-                "address": disclosed,
-            },
-        )
+        store_accounting(session, accounting, leaf.index)
         _remember_request_id(session, who.id, req.request_id, leaf.index, now)
         receipt = signer.sign(
             {
