@@ -276,7 +276,7 @@ def main() -> None:
         from taxaddr.crypto.keystore import FileKeyStore
 
         unregistered = pki.issue_cert(
-            FileKeyStore(Path(world["env"]["TAXADDR_KEYS_DIR"])).client_ca(), "flooder",
+            FileKeyStore(Path(world["env"]["TAXADDR_KEYS_DIR"])).files.client_ca(), "flooder",
             server=False,
         )  # fmt: skip
         world["flood_cert"] = str(root / "certs" / "flooder.crt")
