@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from taxaddr.api import handlers, openapi
 from taxaddr.api.middleware import EdgeMiddleware
-from taxaddr.api.routes import admin, audit, disclosures, health, oversight, reports
+from taxaddr.api.routes import admin, audit, disclosures, health, oversight, reports, tlog
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.audit.witnessing import (
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     start_witnessing(svc)
     handlers.install(app)
     openapi.install(app)
-    for module in (health, disclosures, audit, oversight, reports, admin):
+    for module in (health, disclosures, audit, oversight, reports, admin, tlog):
         app.include_router(module.router)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

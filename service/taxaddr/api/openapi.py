@@ -85,8 +85,14 @@ QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
 
 # What a route's Python signature cannot say about its success answer.
 _TEXT = {"schema": {"type": "string"}}
+_OCTETS = {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+}
 SUCCESS_CONTENT: dict[str, dict[str, Any]] = {
     "/metrics": {"content": {"text/plain": _TEXT}},
+    "/v1/audit/tlog/checkpoint": {"content": {"text/plain": _TEXT}},
+    "/v1/audit/tlog/tile/entries/{rest}": _OCTETS,
+    "/v1/audit/tlog/tile/{level}/{rest}": _OCTETS,
     "/v1/reports/compliance": {
         "content": {
             "application/json": {"schema": {"type": "object"}},

@@ -13,6 +13,7 @@ from taxaddr.audit.admin import list_trust_changes
 from taxaddr.audit.checkpoint import CheckpointError, parse_vkey
 from taxaddr.audit.cosignature import parse_vkey as parse_cosigner_vkey
 from taxaddr.audit.offline import verify_offline_proof
+from taxaddr.audit.tiles import export_tiles
 from taxaddr.cli.days import day_option
 from taxaddr.errors import IntegrityError, UsageError
 from taxaddr.services import opened_services
@@ -82,6 +83,18 @@ def audit_admin_log(
     for c in changes:
         by = f"{c.requester_id} ({c.role}, {c.agency})"
         typer.echo(f"{c.leaf_index}\t{c.time}\t{c.action}\t{c.target}\t{by}")
+
+
+@audit_app.command("export-tiles")
+def audit_export_tiles(
+    out: Annotated[Path, typer.Option("--out", help="directory of the static mirror")],
+) -> None:
+    """Write the log as C2SP tlog-tiles (checkpoint, tiles, entry bundles) for a mirror."""
+    with opened_services() as s:
+        done = export_tiles(s.engine, s.keystore, s.settings, out)
+    typer.echo(
+        f"exported tree size {done.tree_size}: {done.tiles} tiles, {done.bundles} entry bundles"
+    )
 
 
 @audit_app.command("verify-proof")

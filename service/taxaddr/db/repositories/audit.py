@@ -17,6 +17,7 @@ from taxaddr.db.schema import (
     audit_checkpoints,
     audit_head,
     audit_leaves,
+    audit_nodes,
 )
 from taxaddr.db.statements import statements_for
 
@@ -255,3 +256,15 @@ def leaf_json(session: Session, leaf_index: int) -> bytes | None:
     stmt = select(audit_leaves.c.leaf_json).where(audit_leaves.c.leaf_index == leaf_index)
     found = session.execute(stmt).scalar_one_or_none()
     return None if found is None else bytes(found)
+
+
+def node_range(session: Session, level: int, start: int, end: int) -> list[bytes]:
+    """Stored subtree hashes of ``level`` with node index in ``[start, end)``, in order."""
+    stmt = (
+        select(audit_nodes.c.hash)
+        .where(audit_nodes.c.level == level)
+        .where(audit_nodes.c.node_index >= start)
+        .where(audit_nodes.c.node_index < end)
+        .order_by(audit_nodes.c.node_index)
+    )
+    return [bytes(h) for (h,) in session.execute(stmt)]
