@@ -62,5 +62,8 @@ curl --cacert $CERTS/ca.crt --cert $CERTS/tigta-overseer.crt --key $CERTS/tigta-
 # trust changes (issuer keys, requesters, revocations, KEK, policy versions) are leaves too:
 $TAXADDR audit admin-log
 
+# a static C2SP tlog-tiles mirror of the log, and the key to verify it with:
+$TAXADDR audit export-tiles --out var/mirror && $TAXADDR audit vkey
+
 MSG
 exec "$TAXADDR" serve --host "$HOST" --port "$PORT"
