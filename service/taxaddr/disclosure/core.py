@@ -92,6 +92,7 @@ from taxaddr.disclosure.request import (
 )
 from taxaddr.disclosure.steps import Steps, T, run_steps, run_steps_async
 from taxaddr.errors import (
+    AuditUnavailable,
     CaseError,
     CaseQuotaExhausted,
     CaseReferenceMalformed,
@@ -641,7 +642,16 @@ def _append_decision(svc: DisclosureService, session: Session, leaf: LeafInput) 
     """A decision's leaf, after its policy version's ``policy_changed`` leaf if it is the
     first decision under that version (same transaction)."""
     note_policy_version(session, leaf.policy_version, svc.criminal_statutes_of)
-    return append_leaf(session, leaf)
+    try:
+        return append_leaf(session, leaf)
+    except AuditUnavailable as exc:
+        # The database went away under the append (a lost connection, a server that
+        # stopped): that is the database's outage, 503 database_unavailable like every
+        # other statement of the request, not a fault of the audit log.
+        dbapi = session.get_bind().dialect.loaded_dbapi
+        if isinstance(exc.__cause__, OperationalError | dbapi.OperationalError):
+            raise DatabaseUnavailable("database unavailable") from exc
+        raise
 
 
 def _append_own_transaction(svc: DisclosureService, leaf: LeafInput) -> Steps[AppendedLeaf]:
