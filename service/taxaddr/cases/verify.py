@@ -179,6 +179,8 @@ class _Key:
     jti_revoked: bool
     # (iss, number, court, agency, max_disclosures) first seen under this jti, if any
     jti_seen_with: tuple[Any, ...] | None
+    # disclosures counted under this jti in this transaction's snapshot (0 if unseen)
+    disclosures_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,15 @@ def verify_case_reference(
     token: str, *, session: Session, settings: Settings, now: datetime | None = None
 ) -> VerifiedCase:
     """Verify ``token`` against the trusted-issuer set; raise the first failing step's error."""
+    return verify_case_with_usage(token, session=session, settings=settings, now=now)[0]
+
+
+def verify_case_with_usage(
+    token: str, *, session: Session, settings: Settings, now: datetime | None = None
+) -> tuple[VerifiedCase, int]:
+    """:func:`verify_case_reference` and the disclosures counted under the token's
+    ``jti`` in the session's snapshot (0 if never seen), read by step 4's one statement
+    (the decision's policy input needs it; no second query)."""
     now = datetime.now(UTC) if now is None else to_utc(now)
     now_ts = int(now.timestamp())
 
@@ -249,7 +260,7 @@ def verify_case_reference(
             _step7_audience(claims)
             _step8_time(claims, now_ts, settings)
             _step9_revocation(key, claims)
-            return known.case
+            return known.case, key.disclosures_used
 
     parsed = _step2_parse(raw)
     alg, kid = _step3_header_of(parsed.header_segment)
@@ -280,7 +291,7 @@ def verify_case_reference(
         subjects=subjects,
     )
     VERIFIED_TOKENS.put(digest, _Verified(alg, kid, key.public_key, claims, verified))
-    return verified
+    return verified, key.disclosures_used
 
 
 def _step1_size(token: object, limit: int) -> bytes:
@@ -360,7 +371,7 @@ def _step4_key(
     if row is None:
         raise CaseIssuerUntrusted("no trusted key for this issuer and kid")
     key_alg, public_key, not_before, not_after, key_removed, issuer_removed, revoked = row[:7]
-    seen = row[7:] if row[7] is not None else None
+    seen = row[7:12] if row[7] is not None else None
     if key_removed is not None or issuer_removed is not None:
         raise CaseIssuerUntrusted("the issuer or its key is no longer trusted")
     nb, na = _stored_time(not_before), _stored_time(not_after)
@@ -368,7 +379,12 @@ def _step4_key(
         raise CaseIssuerUntrusted("the issuer key is outside its validity window")
     if key_alg != alg:
         raise CaseAlgorithmForbidden("alg does not match the issuer key's algorithm")
-    return _Key(public_key=bytes(public_key), jti_revoked=bool(revoked), jti_seen_with=seen)
+    return _Key(
+        public_key=bytes(public_key),
+        jti_revoked=bool(revoked),
+        jti_seen_with=seen,
+        disclosures_used=int(row[12] or 0),
+    )
 
 
 def _step5_signature(alg: str, public_key: bytes, parsed: _Parsed) -> None:

@@ -207,6 +207,7 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
             c.c.court,
             c.c.agency,
             c.c.max_disclosures,
+            c.c.disclosures_used,
         )
         .select_from(k.join(i, i.c.id == k.c.iss).outerjoin(c, c.c.jti == _p("case_jti")))
         .where(k.c.iss == _p("iss"), k.c.kid == _p("kid")),

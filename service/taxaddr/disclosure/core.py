@@ -65,8 +65,8 @@ from taxaddr.audit.leaf import (
     screen_chosen,
 )
 from taxaddr.audit.log import AppendedLeaf, append_leaf
-from taxaddr.cases.usage import reserve_disclosure, usage
-from taxaddr.cases.verify import VerifiedCase, verify_case_reference
+from taxaddr.cases.usage import reserve_disclosure
+from taxaddr.cases.verify import VerifiedCase, verify_case_with_usage
 from taxaddr.config import Settings
 from taxaddr.crypto import pki
 from taxaddr.crypto.envelope import subject_ref
@@ -516,7 +516,9 @@ def _decide(
 
     # 5. case reference
     try:
-        vc = verify_case_reference(req.case_reference, session=session, settings=svc.settings)
+        vc, used = verify_case_with_usage(
+            req.case_reference, session=session, settings=svc.settings
+        )
     except CaseError as exc:
         raise _Denied(who, req.request_id, exc, ctx) from None
     if not screen_chosen(vc.jti, personal):
@@ -535,7 +537,7 @@ def _decide(
             vc=vc,
             req=req,
             ref=ref,
-            disclosures_used=usage(session, vc.jti),
+            disclosures_used=used,
             pseudonym_key=pseudonym_key,
         )
     )

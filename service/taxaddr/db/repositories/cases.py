@@ -29,8 +29,9 @@ def reserve(
 
 def key_and_revocation(session: Session, iss: str, kid: str, jti: str) -> tuple[Any, ...] | None:
     """In one round trip: ``(alg, public_key, not_before, not_after, key removed_at,
-    issuer removed_at, jti revoked count, iss, number, court, agency, max_disclosures)``
-    of the first case facts seen under ``jti`` (NULLs if none); None without the key."""
+    issuer removed_at, jti revoked count, iss, number, court, agency, max_disclosures,
+    disclosures_used)`` of the first case facts seen under ``jti`` and its usage now (NULLs
+    if none); None without the key."""
     return fetchone(session, statements(session).case_key_and_revocation, (jti, jti, iss, kid))
 
 
