@@ -11,6 +11,7 @@ only noticed workers that exited.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -409,7 +410,8 @@ def test_kill_stop_of_one_worker_under_load_does_not_freeze_the_other(
                 t.join(20)
             for tls in on.values():
                 tls.close()
-            if alive(stopped):
+            # the supervisor may have killed and replaced it meanwhile (heartbeat timeout)
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(stopped, signal.SIGCONT)
         assert max(latencies) < 1.5, latencies  # before: no answer at all
         assert served.stop() == 0

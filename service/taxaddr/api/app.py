@@ -23,6 +23,7 @@ from taxaddr.audit.witnessing import (
 )
 from taxaddr.config import Settings, get_settings
 from taxaddr.db import background_checkpoints
+from taxaddr.disclosure import address
 from taxaddr.disclosure.core import DisclosureService, statute_allow_list
 from taxaddr.disclosure.ratelimit import (
     DatabaseRateLimiter,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     background_checkpoints(svc.engine)  # SQLite: WAL checkpoints off the request path
     start_witnessing(svc)
+    address.warm()  # the USPS ZIP tables, before the first request needs them
     handlers.install(app)
     openapi.install(app)
     for module in (health, disclosures, audit, oversight, reports, admin, tlog):

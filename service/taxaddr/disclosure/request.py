@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from taxaddr.audit.leaf import PersonalData
+from taxaddr.disclosure.address import address_is_complete
 from taxaddr.errors import ImportRowError, RequestInvalid
 from taxaddr.store.normalize import normalize_name, normalize_tin
 
@@ -101,8 +102,12 @@ class LastKnownAddress(_Strict):
     )
 
     def complete(self) -> bool:
-        parts = (self.street, self.city, self.state, self.zip)
-        return all(p is not None and p.strip() for p in parts)
+        """Present, and an address (:mod:`taxaddr.disclosure.address`): no placeholder,
+        a deliverable street, a ZIP of the stated state."""
+        street, city, state, zip_code = self.street, self.city, self.state, self.zip
+        if street is None or city is None or state is None or zip_code is None:
+            return False
+        return address_is_complete(street, city, state, zip_code)
 
 
 class Subject(_Strict):
