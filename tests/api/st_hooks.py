@@ -26,7 +26,12 @@ ORDERED_INTEGERS = {
     "/v1/audit/proof/inclusion": ("leaf_index", "tree_size", True),
     "/v1/audit/proof/consistency": ("first", "second", False),
 }
-PERIODS = {"/v1/oversight/summary", "/v1/reports/compliance", "/oversight"}
+PERIODS = {
+    "/v1/oversight/summary",
+    "/v1/reports/compliance",
+    "/v1/reports/transparency",
+    "/oversight",
+}
 
 
 @schemathesis.hook

@@ -298,3 +298,19 @@ def test_the_trust_change_gauge_counts_the_log_incrementally(engine: Engine) -> 
 
     value = REGISTRY.get_sample_value("taxaddr_trust_changes", {"action": "case_revoked"})
     assert value == 1
+
+
+def test_a_version_recorded_by_an_uncommitted_group_is_not_cached(engine: Engine) -> None:
+    # Two decisions in one transaction (a group commit), then the commit fails: the
+    # next decision must record the version again.
+    def group_that_fails() -> None:
+        with write_transaction(engine) as session:
+            assert admin.note_policy_version(session, "sha256:dd", lambda _v: None) is not None
+            assert admin.note_policy_version(session, "sha256:dd", lambda _v: None) is None
+            raise RuntimeError("the group's commit failed")
+
+    with pytest.raises(RuntimeError):
+        group_that_fails()
+    with write_transaction(engine) as session:
+        again = admin.note_policy_version(session, "sha256:dd", lambda _v: None)
+        assert again is not None

@@ -79,20 +79,39 @@ QUERY_PARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
         "required": False,
         "schema": {"type": "string", "enum": ["json", "csv", "pdf"], "default": "json"},
     },
+    ("/v1/reports/transparency", "from"): _day(required=True, what="first day"),
+    ("/v1/reports/transparency", "to"): _day(required=True, what="last day"),
+    ("/v1/reports/transparency", "format"): {
+        "required": False,
+        "schema": {"type": "string", "enum": ["json", "csv", "pdf"], "default": "json"},
+    },
     ("/oversight", "from"): _form_day("first day (with `to`; both empty: the last 30 days)"),
     ("/oversight", "to"): _form_day("last day (with `from`)"),
 }
 
 # What a route's Python signature cannot say about its success answer.
 _TEXT = {"schema": {"type": "string"}}
-_OCTETS = {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_OCTETS = {"content": {"application/octet-stream": _BINARY}}
 SUCCESS_CONTENT: dict[str, dict[str, Any]] = {
     "/metrics": {"content": {"text/plain": _TEXT}},
     "/v1/audit/tlog/checkpoint": {"content": {"text/plain": _TEXT}},
     "/v1/audit/tlog/tile/entries/{rest}": _OCTETS,
     "/v1/audit/tlog/tile/{level}/{rest}": _OCTETS,
+    "/v1/reports/transparency": {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": _TEXT,
+            "application/pdf": _BINARY,
+        },
+        "headers": {
+            "X-Signature": {
+                "description": "Ed25519 signature over the body, standard base64",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    },
     "/v1/reports/compliance": {
         "content": {
             "application/json": {"schema": {"type": "object"}},

@@ -222,8 +222,11 @@ def note_policy_version(
     statutes = criminal_statutes(version)
     statutes_json = None if statutes is None else json.dumps(sorted(statutes))
     if not trust_repo.add_policy_version(session, version, datetime.now(UTC), statutes_json):
-        with _NOTED_LOCK:
-            _NOTED.setdefault(database, set()).add(version)
+        # Recorded already — but perhaps by this very transaction (a group commit runs
+        # several decisions in one): cache it only once another connection sees it.
+        if trust_repo.version_committed(session.get_bind().engine, version):
+            with _NOTED_LOCK:
+                _NOTED.setdefault(database, set()).add(version)
         return None
     appended = record_change(session, SERVICE, POLICY_CHANGED, version, policy_version=version)
     trust_repo.set_first_leaf(session, version, appended.index)

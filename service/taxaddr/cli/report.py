@@ -54,6 +54,37 @@ def report_compliance(
     )
 
 
+@report_app.command("transparency")
+def report_transparency(
+    from_: Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")],
+    to: Annotated[str, typer.Option("--to", help="last UTC day, YYYY-MM-DD (inclusive)")],
+    out: Annotated[Path, typer.Option("--out", help="report file; the signature goes to FILE.sig")],
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=1, help="counts below it are shown as <K")
+    ] = 10,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="json, csv or pdf")
+    ] = ReportFormat.json,
+) -> None:
+    """Write the signed public transparency report (small cells suppressed)."""
+    from_day, to_day = day_option(from_, "--from"), day_option(to, "--to")
+    with opened_services() as s:
+        report = compliance.write_transparency_report(
+            s.engine,
+            s.keystore,
+            s.settings,
+            from_day=from_day,
+            to_day=to_day,
+            threshold=threshold,
+            fmt=fmt.value,
+            out=out,
+        )
+    typer.echo(
+        f"wrote {out} and {compliance.signature_path(out)}: {report['totals']['requests']} "
+        f"requests, checkpoint tree size {report['checkpoint']['tree_size']}"
+    )
+
+
 @report_app.command("verify")
 def report_verify(
     file: Annotated[

@@ -50,7 +50,7 @@ from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, UsageError
-from taxaddr.reports import document, signing
+from taxaddr.reports import document, signing, transparency
 
 LEAF_CHUNK = 1 << 14
 RowKey = tuple[str, str, str | None, str, str | None]
@@ -210,6 +210,32 @@ def produce_report(
             case_number=case_number,
             note=note,
         )
+
+
+def write_transparency_report(
+    engine: Engine,
+    keystore: KeyStore,
+    settings: Settings,
+    *,
+    from_day: date,
+    to_day: date,
+    threshold: int,
+    fmt: str,
+    out: Path,
+) -> dict[str, Any]:
+    """``taxaddr report transparency``: write FILE and FILE.sig."""
+    report, data, signature = transparency.produce_transparency(
+        engine,
+        keystore,
+        settings,
+        from_day=from_day,
+        to_day=to_day,
+        threshold=threshold,
+        fmt=fmt,
+    )
+    _write_atomically(out, data)
+    _write_atomically(signature_path(out), signing.signature_file_text(signature))
+    return report
 
 
 def write_compliance_report(
@@ -549,7 +575,13 @@ def verify_report_file(
     except (OSError, UnicodeDecodeError):
         raise UsageError(f"cannot read signature file {sig_path}") from None
     with engine.connect() as conn, Session(bind=conn) as session:
-        check = verify_report(session, keystore, settings, data, signature_text)
+        if transparency.is_transparency(data):
+            problems = transparency.verify_transparency(
+                session, keystore, settings, data, signature_text
+            )
+            check = ReportCheck(not problems, problems, "ok: transparency report verified")
+        else:
+            check = verify_report(session, keystore, settings, data, signature_text)
     if not check.ok:
         shown = check.problems[:MAX_PROBLEMS_SHOWN]
         more = len(check.problems) - len(shown)

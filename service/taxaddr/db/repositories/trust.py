@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.db.engine import insert_ignore
@@ -26,6 +26,15 @@ def add_policy_version(
         "criminal_statutes": statutes_json,
     }
     return insert_ignore(session, PolicyVersion, values)
+
+
+def version_committed(engine: Engine, version: str) -> bool:
+    """Whether a committed row records ``version`` (read on a connection of its own)."""
+    # A deferred read transaction (not the writers' BEGIN IMMEDIATE of the caller's
+    # engine), so it sees the last commit without waiting for the caller's lock.
+    with engine.connect().execution_options(sqlite_begin="") as conn:
+        stmt = select(PolicyVersion.version).where(PolicyVersion.version == version)
+        return conn.execute(stmt).first() is not None
 
 
 def set_first_leaf(session: Session, version: str, leaf_index: int) -> None:
