@@ -11,7 +11,8 @@ given:
 1. the file has the four members with their types;
 2. the checkpoint note verifies under the log's key (its origin is the key's name);
 3. at least ``quorum`` of the given witnesses cosigned that very checkpoint
-   (tlog-cosignature/v1; other signature lines are ignored);
+   (tlog-cosignature/v1; other signature lines are ignored; a witness key given
+   twice counts once);
 4. the leaf's own ``index`` is ``leaf_index``, and its canonical JSON hashed as an RFC
    6962 leaf, with the audit path, gives the checkpoint's root.
 """
@@ -117,7 +118,8 @@ def verify_offline_proof(
     # 3. the witnesses' cosignatures on that checkpoint
     body = note_body(note)
     cosigned: list[str] = []
-    for witness in witnesses:
+    distinct = {(w.name, w.key_id): w for w in witnesses}  # a key named twice counts once
+    for witness in distinct.values():
         for line in cosignature_lines(note):
             try:
                 if witness.verify(body, line) is not None:

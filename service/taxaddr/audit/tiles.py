@@ -149,6 +149,8 @@ def export_tiles(engine: Engine, keystore: KeyStore, settings: Settings, out: Pa
                 hashes = audit_repo.node_range(
                     session, HEIGHT * level, index * WIDTH, index * WIDTH + width
                 )
+                if len(hashes) != width:
+                    raise IntegrityError("the audit log is missing stored subtree hashes")
                 _write(out / tile_path(level, index, width), b"".join(hashes))
                 tiles += 1
             level += 1
@@ -156,6 +158,8 @@ def export_tiles(engine: Engine, keystore: KeyStore, settings: Settings, out: Pa
         while position < size:
             width = min(WIDTH, size - position)
             rows = audit_repo.leaf_range(session, position, position + width, width)
+            if len(rows) != width:
+                raise IntegrityError("the audit log is missing leaves")
             _write(
                 out / tile_path("entries", position // WIDTH, width),
                 _bundle(bytes(d) for _i, d in rows),

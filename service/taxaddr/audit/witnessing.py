@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from sqlalchemy.orm import Session
@@ -142,7 +141,7 @@ def witness_round(
     client: WitnessClient,
 ) -> int:
     """One round: the latest checkpoint to every witness that has not cosigned it yet;
-    returns how many cosignatures it stored."""
+    returns how many witnesses still lack a cosignature of it (0: the round is complete)."""
     with write() as session:
         note = latest_checkpoint(session, keystore, settings)
     size = parse_body(note_body(note)).tree_size
@@ -153,16 +152,17 @@ def witness_round(
         with read() as session:
             return consistency_proof(session, old, size)
 
-    stored = 0
+    missing = 0
     for endpoint in client.endpoints:
         if endpoint.cosigner.name in have:
             continue
         got = client.cosign(endpoint, note, proof_from)
-        if got is not None:
-            with write() as session:
-                witness_repo.add_cosignature(session, size, endpoint.cosigner.name, *got)
-            stored += 1
-    return stored
+        if got is None:
+            missing += 1
+            continue
+        with write() as session:
+            witness_repo.add_cosignature(session, size, endpoint.cosigner.name, *got)
+    return missing
 
 
 def cosigned_note(session: Session, note: str) -> str:
@@ -173,12 +173,18 @@ def cosigned_note(session: Session, note: str) -> str:
 
 
 class WitnessLoop:
-    """The background thread: a round every ``interval`` seconds when the tree grew."""
+    """The background thread: a round every ``interval`` seconds when the tree grew, or
+    while a witness that was down, slow or refusing still lacks the latest checkpoint
+    (so a quorum is reached once it is back, without waiting for the next leaf).
 
-    def __init__(self, round_: Callable[[], Any], size: Callable[[], int], interval: float):
+    ``round_`` returns how many witnesses still lack a cosignature (0: complete)."""
+
+    def __init__(self, round_: Callable[[], int], size: Callable[[], int], interval: float):
         self._round, self._size, self._interval = round_, size, interval
         self._stop = threading.Event()
         self._last = -1
+        self._pending = False
+        self.rounds = 0
         self._thread = threading.Thread(target=self._run, name="taxaddr-witness", daemon=True)
 
     def start(self) -> None:
@@ -189,13 +195,19 @@ class WitnessLoop:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                current = self._size()
-                if current != self._last:
-                    self._round()
-                    self._last = current
-            except Exception:  # a round must never take the server down
-                LOG.exception("witness round failed")
+            self.tick()
+
+    def tick(self) -> None:
+        """One scheduling decision (the thread calls it once per interval)."""
+        try:
+            current = self._size()
+            if current != self._last or self._pending:
+                self.rounds += 1
+                self._pending = self._round() > 0
+                self._last = current
+        except Exception:  # a round must never take the server down
+            self._pending = True
+            LOG.exception("witness round failed")
 
 
 def current_size(read: Callable[[], AbstractContextManager[Session]]) -> int:

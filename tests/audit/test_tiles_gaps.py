@@ -1,0 +1,41 @@
+"""export-tiles never writes a short tile: a log missing stored hashes or leaves is
+refused with one line, and no checkpoint points at the mirror."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from taxaddr.audit.log import bulk_append
+from taxaddr.cli import run
+from taxaddr.db import make_engine, write_transaction
+from taxaddr.migrate import upgrade
+from tests.audit.conftest import make_leaf
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "DELETE FROM audit_nodes WHERE level = 0 AND node_index = 300",
+        "DELETE FROM audit_nodes WHERE level = 8 AND node_index = 0",
+    ],
+)
+def test_a_log_with_missing_hashes_is_not_exported(
+    env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    url = env["TAXADDR_DATABASE_URL"]
+    upgrade(url)
+    engine = make_engine(url)
+    with write_transaction(engine) as session:
+        bulk_append(session, [make_leaf(i) for i in range(400)])
+    with engine.begin() as conn:
+        conn.execute(text(damage))
+    engine.dispose()
+    mirror = tmp_path / "mirror"
+    assert run(["audit", "export-tiles", "--out", str(mirror)]) != 0
+    err = capsys.readouterr().err
+    assert "missing stored subtree hashes" in err
+    assert err.count("\n") == 1
+    assert not (mirror / "checkpoint").exists()
