@@ -34,6 +34,8 @@ code_order := [
 	"reason_insufficient",
 	"address_incomplete",
 	"case_quota_exhausted",
+	"requester_caseload_exceeded",
+	"requester_volume_exceeded",
 ]
 
 ordered_reasons := [code | some code in code_order; code in reasons]
@@ -63,6 +65,8 @@ allowed if {
 	reason_specific_ok
 	address_ok
 	quota_ok
+	caseload_ok
+	volume_ok
 }
 
 # --- the denial codes ------------------------------------------------------------
@@ -92,6 +96,10 @@ reasons contains "reason_insufficient" if not reason_specific_ok
 reasons contains "address_incomplete" if not address_ok
 
 reasons contains "case_quota_exhausted" if not quota_ok
+
+reasons contains "requester_caseload_exceeded" if not caseload_ok
+
+reasons contains "requester_volume_exceeded" if not volume_ok
 
 # --- permitting conditions -----------------------------------------------------------
 
@@ -200,6 +208,21 @@ default quota_ok := false
 
 quota_ok if usage < max_disclosures
 
+# 6103(i)(2)(A): officers "personally and directly engaged" in the investigation.
+# One official cannot be personally engaged in an unbounded number of cases or
+# subjects, so the data document sets personal limits. The service counts
+# without this request (open_cases: the other case references in force naming
+# the requester that it has seen; subjects_24h: the other subjects disclosed to
+# the requester in the last 24 hours), so "with this request counted" is n + 1,
+# and the request is refused when n + 1 would exceed the limit: n < limit.
+default caseload_ok := false
+
+caseload_ok if open_cases < max_open_cases
+
+default volume_ok := false
+
+volume_ok if subjects_24h < max_subjects_per_day
+
 # --- typed views of the input: undefined unless present with the right type --------
 # (regorus raises where OPA would make an expression undefined, e.g. a builtin
 # given the wrong type, or `some .. in` over a non-collection; so builtins and
@@ -267,6 +290,26 @@ usage := x if {
 
 max_disclosures := x if {
 	x := input.case.max_disclosures
+	whole_count(x)
+}
+
+open_cases := x if {
+	x := input.requester_usage.open_cases
+	whole_count(x)
+}
+
+subjects_24h := x if {
+	x := input.requester_usage.subjects_24h
+	whole_count(x)
+}
+
+max_open_cases := x if {
+	x := cfg.max_open_cases_per_requester
+	whole_count(x)
+}
+
+max_subjects_per_day := x if {
+	x := cfg.max_subjects_per_requester_per_day
 	whole_count(x)
 }
 

@@ -29,6 +29,7 @@ valid := {
 		"max_disclosures": 5,
 	},
 	"case_usage": {"disclosures": 0},
+	"requester_usage": {"open_cases": 0, "subjects_24h": 0},
 	"request": {
 		"subject_ref": "aa11",
 		"address_complete": true,
@@ -52,6 +53,8 @@ all_codes := [
 	"reason_insufficient",
 	"address_incomplete",
 	"case_quota_exhausted",
+	"requester_caseload_exceeded",
+	"requester_volume_exceeded",
 ]
 
 with_now(now) := object.union(valid, {"now": now})
@@ -61,6 +64,11 @@ with_requester(patch) := object.union(valid, {"requester": object.union(valid.re
 with_case(patch) := object.union(valid, {"case": object.union(valid.case, patch)})
 
 with_usage(n) := object.union(valid, {"case_usage": {"disclosures": n}})
+
+with_requester_usage(patch) := object.union(
+	valid,
+	{"requester_usage": object.union(valid.requester_usage, patch)},
+)
 
 with_request(patch) := object.union(valid, {"request": object.union(valid.request, patch)})
 
@@ -352,7 +360,12 @@ test_allow_needs_every_check if {
 test_missing_data_document_denies if {
 	d := disclosure.decision with input as valid with data.taxaddr.policy_data as {}
 	d.allow == false
-	d.reasons == ["statute_not_criminal", "reason_insufficient"]
+	d.reasons == [
+		"statute_not_criminal",
+		"reason_insufficient",
+		"requester_caseload_exceeded",
+		"requester_volume_exceeded",
+	]
 }
 
 # --- fail-open regressions found under real OPA (issue 15) ---------------------------
@@ -420,4 +433,63 @@ test_specific_words_are_counted_once if {
 test_missing_vocabulary_denies if {
 	denied(valid, ["reason_insufficient"]) with data.taxaddr.policy_data.boilerplate_vocabulary as []
 	denied(valid, ["reason_insufficient"]) with data.taxaddr.policy_data.min_specific_words as "3"
+}
+
+# --- requester_caseload_exceeded / requester_volume_exceeded ---------------------------
+# data.json: max_open_cases_per_requester 50, max_subjects_per_requester_per_day 25. The
+# counts exclude this request, so n + 1 is the number with it counted.
+
+test_caseload_at_the_limit_is_allowed if allowed(with_requester_usage({"open_cases": 49}))
+
+test_caseload_one_past_the_limit_is_exceeded if {
+	denied(with_requester_usage({"open_cases": 50}), ["requester_caseload_exceeded"])
+}
+
+test_caseload_far_past_the_limit_is_exceeded if {
+	denied(with_requester_usage({"open_cases": 5000}), ["requester_caseload_exceeded"])
+}
+
+test_volume_at_the_limit_is_allowed if allowed(with_requester_usage({"subjects_24h": 24}))
+
+test_volume_one_past_the_limit_is_exceeded if {
+	denied(with_requester_usage({"subjects_24h": 25}), ["requester_volume_exceeded"])
+}
+
+test_both_limits_in_contract_order if {
+	denied(
+		with_requester_usage({"open_cases": 50, "subjects_24h": 25}),
+		["requester_caseload_exceeded", "requester_volume_exceeded"],
+	)
+}
+
+test_quota_comes_before_the_personal_limits if {
+	inp := object.union(with_requester_usage({"open_cases": 50}), {"case_usage": {"disclosures": 5}})
+	denied(inp, ["case_quota_exhausted", "requester_caseload_exceeded"])
+}
+
+test_unreadable_requester_usage_denies if {
+	denied(
+		json.remove(valid, ["requester_usage"]),
+		["requester_caseload_exceeded", "requester_volume_exceeded"],
+	)
+	denied(with_requester_usage({"open_cases": "0"}), ["requester_caseload_exceeded"])
+	denied(with_requester_usage({"open_cases": -1}), ["requester_caseload_exceeded"])
+	denied(with_requester_usage({"open_cases": 0.5}), ["requester_caseload_exceeded"])
+	denied(with_requester_usage({"subjects_24h": null}), ["requester_volume_exceeded"])
+	denied(with_requester_usage({"subjects_24h": 1e12}), ["requester_volume_exceeded"])
+	denied(object.union(valid, {"requester_usage": [0, 0]}), [
+		"requester_caseload_exceeded",
+		"requester_volume_exceeded",
+	])
+}
+
+test_missing_limits_in_the_data_deny if {
+	d := disclosure.decision with input as valid
+		with data.taxaddr.policy_data.max_open_cases_per_requester as "50"
+	d.allow == false
+	d.reasons == ["requester_caseload_exceeded"]
+	e := disclosure.decision with input as valid
+		with data.taxaddr.policy_data.max_subjects_per_requester_per_day as null
+	e.allow == false
+	e.reasons == ["requester_volume_exceeded"]
 }

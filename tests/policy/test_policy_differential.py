@@ -182,6 +182,12 @@ count_numbers = st.one_of(
     st.sampled_from([10**9, 10**9 + 1, 2**53, 2**53 + 1, 2**63, 1e12, 0.5, 4.0, -0.0]),
 )
 
+# The personal limits (data.json: 50 open cases, 25 subjects a day) and their edges.
+limit_numbers = st.one_of(
+    st.integers(min_value=22, max_value=52),
+    st.sampled_from([0, -1, 10**9, 10**9 + 1, 2**53 + 1, 1e12, 24.5, 49.0, 50.0, -0.0, 25.0]),
+)
+
 
 def _set(doc: Any, path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> Any:
     target = doc
@@ -221,6 +227,8 @@ def mutated_inputs(draw: st.DrawFn) -> Any:
             _set(doc, path, draw(window_numbers))
         elif leaf in {"disclosures", "max_disclosures"}:
             _set(doc, path, draw(count_numbers))
+        elif leaf in {"open_cases", "subjects_24h"}:
+            _set(doc, path, draw(limit_numbers))
         elif leaf == "reason":
             _set(doc, path, draw(st.text(min_size=30, max_size=90)))
         else:
@@ -269,6 +277,8 @@ def test_decision_table_under_real_opa(
         {**VALID, "now": "garbage"},
         {**VALID, "request": {**VALID["request"], "statute": 5}},
         {**VALID, "case_usage": {"disclosures": "none"}},
+        {**VALID, "requester_usage": {"open_cases": "0", "subjects_24h": None}},
+        {k: v for k, v in VALID.items() if k != "requester_usage"},
         {**VALID, "now": "2300-01-01T00:00:00Z"},
         {**VALID, "now": "0000-01-01T00:00:00Z"},
         {**VALID, "now": "9999-12-31T23:59:59Z"},
@@ -280,6 +290,8 @@ def test_decision_table_under_real_opa(
         "now-garbage",
         "statute-number",
         "usage-text",
+        "requester-usage-mistyped",
+        "no-requester-usage",
         "year-2300",
         "year-0000",
         "year-9999",

@@ -371,3 +371,37 @@ class AuditCosignature(Base):
 
 
 audit_cosignatures: Table = cast(Table, AuditCosignature.__table__)
+
+
+# --- personal limits (requester_usage) -------------------------------------------
+
+
+class RequesterCase(Base):
+    """A case reference in force window, once per requester it names, recorded when a
+    request under it was allowed (``requester_usage.open_cases``)."""
+
+    __tablename__ = "requester_cases"
+
+    requester_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(JTI_MAX), primary_key=True)
+    nbf: Mapped[int] = mapped_column(BigInteger)  # epoch seconds
+    exp: Mapped[int] = mapped_column(BigInteger)
+
+
+class RequesterSubject(Base):
+    """One disclosure's subject pseudonym and time, per requester
+    (``requester_usage.subjects_24h``); written with the disclosure's leaf."""
+
+    __tablename__ = "requester_subjects"
+    __table_args__ = (
+        Index("ix_requester_subjects_requester_time", "requester_id", "disclosed_at"),
+    )
+
+    leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    requester_id: Mapped[str] = mapped_column(String(64))
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    disclosed_at: Mapped[int] = mapped_column(BigInteger)  # epoch seconds
+
+
+requester_cases: Table = cast(Table, RequesterCase.__table__)
+requester_subjects: Table = cast(Table, RequesterSubject.__table__)

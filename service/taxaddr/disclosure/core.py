@@ -81,6 +81,12 @@ from taxaddr.db import (
 from taxaddr.db.group import GroupCommitter, WriteBody
 from taxaddr.db.repositories import requesters as requesters_repo
 from taxaddr.disclosure.identity import RequesterRecord, lookup_identity
+from taxaddr.disclosure.limits import (
+    RequesterUsage,
+    record_case_seen,
+    record_disclosed,
+    requester_usage,
+)
 from taxaddr.disclosure.outcome import Caller, Disclosed, NoMatch, Outcome, Refused, Unavailable
 from taxaddr.disclosure.ratelimit import Limiter
 from taxaddr.disclosure.receipt import ReceiptSigner
@@ -373,6 +379,7 @@ def _disclose(
         )
     who, req, ctx, vc = allowed.who, allowed.req, allowed.ctx, allowed.case
     tin, name, address = allowed.tin, allowed.name, allowed.address
+    ref = ctx.subject_ref or ""
     if address is None:
         return (yield from _record_no_match(svc, who, caller, req, ctx))
 
@@ -420,6 +427,8 @@ def _disclose(
             _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
         )
         store_accounting(session, accounting, leaf.index)
+        record_case_seen(session, vc, ctx.limits)
+        record_disclosed(session, who.id, ref, leaf.index, now)
         _remember_request_id(session, who.id, req.request_id, leaf.index, now)
         receipt = signer.sign(
             {
@@ -530,6 +539,7 @@ def _decide(
     ctx.case = vc
 
     # 6. policy (on verified facts only; no store access before it)
+    limits_used = ctx.limits = requester_usage(session, who.id, vc, ref, datetime.now(UTC))
     engine = svc.policy_engine()
     decision = engine.decide(
         build_policy_input(
@@ -539,6 +549,7 @@ def _decide(
             ref=ref,
             disclosures_used=used,
             pseudonym_key=pseudonym_key,
+            requester_usage=limits_used.policy_input(),
         )
     )
     ctx.policy_version = decision.policy_version
@@ -566,12 +577,14 @@ def build_policy_input(
     ref: str,
     disclosures_used: int,
     pseudonym_key: bytes,
+    requester_usage: dict[str, Any],
 ) -> dict[str, Any]:
     """The contract's policy input, built only from verified facts (no TIN, name, address)."""
     return build_input(
         requester={"id": who.id, "agency": who.agency, "role": who.role},
         case=vc.policy_case(pseudonym_key),
         usage=disclosures_used,
+        requester_usage=requester_usage,
         subject_ref=ref,
         address_complete=req.address_complete(),
         tax_periods=list(req.tax_periods),
@@ -611,6 +624,7 @@ class _LeafContext:
     case: VerifiedCase | None = None
     policy_version: str = UNKNOWN_POLICY_VERSION
     personal: PersonalData = field(default_factory=PersonalData)
+    limits: RequesterUsage | None = None
 
 
 def _leaf(
@@ -693,6 +707,8 @@ def _record_no_match(
             session,
             _leaf(who, req.request_id, ctx=ctx, outcome="no_match", reasons=(), now=now),
         )
+        if ctx.case is not None:
+            record_case_seen(session, ctx.case, ctx.limits)
         _remember_request_id(session, who.id, req.request_id, leaf.index, now)
         return leaf
 

@@ -82,6 +82,7 @@ def build_input(
     requester: Mapping[str, Any],
     case: Mapping[str, Any],
     usage: int,
+    requester_usage: Mapping[str, Any],
     subject_ref: str,
     address_complete: bool,
     tax_periods: Sequence[str],
@@ -93,8 +94,9 @@ def build_input(
 
     ``requester`` is the registered identity (only ``id``, ``agency`` and
     ``role`` are kept); ``case`` is ``VerifiedCase.policy_case(pseudonym_key)``;
-    ``usage`` the case's disclosures so far; ``now`` an aware datetime
-    (default: the current time), rendered as RFC 3339 UTC to the second.
+    ``usage`` the case's disclosures so far; ``requester_usage`` the requester's
+    ``open_cases`` and ``subjects_24h`` (:mod:`taxaddr.disclosure.limits`);
+    ``now`` an aware datetime (default: the current time), rendered as RFC 3339 UTC to the second.
     """
     moment = datetime.now(UTC) if now is None else now
     if moment.tzinfo is None:
@@ -104,6 +106,7 @@ def build_input(
         "requester": {k: requester.get(k) for k in ("id", "agency", "role")},
         "case": dict(case),
         "case_usage": {"disclosures": usage},
+        "requester_usage": {k: requester_usage.get(k) for k in ("open_cases", "subjects_24h")},
         "request": {
             "subject_ref": subject_ref,
             "address_complete": bool(address_complete),
