@@ -3,6 +3,7 @@ its cosignatures), hash tiles and entry bundles, with the spec's caching advice.
 
 from __future__ import annotations
 
+import gzip
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
@@ -16,6 +17,7 @@ from taxaddr.audit.witnessing import cosigned_note
 router = APIRouter(prefix="/v1/audit/tlog", tags=["audit"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 OCTETS = "application/octet-stream"
+GZIP_MIN_BYTES = 1024
 # The spec's paths as patterns (the route's parser checks the same): N as x-prefixed
 # 3-digit elements without a superfluous leading x000, W in 1..255, L in 0..63.
 _N = r"(x(00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})/(x[0-9]{3}/)*)?[0-9]{3}"
@@ -46,7 +48,21 @@ def tlog_entries(request: Request, _who: Oversight, rest: Rest) -> Response:
     index, width = tiles.parse_index(rest)
     with get_service(request).read_session() as session:
         data = tiles.entry_bundle(session, index, width)
-    return Response(data, media_type=OCTETS, headers={"Cache-Control": IMMUTABLE})
+    # The spec: bundles SHOULD be compressed at the HTTP layer (gzip when accepted).
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    if len(data) >= GZIP_MIN_BYTES and _accepts_gzip(request.headers.get("accept-encoding", "")):
+        data = gzip.compress(data, compresslevel=5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(data, media_type=OCTETS, headers=headers)
+
+
+def _accepts_gzip(header: str) -> bool:
+    """``gzip`` listed in Accept-Encoding without ``q=0``."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
 
 
 @router.get("/tile/{level}/{rest:path}", responses=_NOT_YET)
