@@ -14,7 +14,12 @@ mode 50,000):
    witness processes configured (quorum 0, checkpoint interval 1 s) against none,
    interleaved rounds on one world (bench_api.py's world and load generator).
 
+5. with ``--http``: full level-0 tiles and full entry bundles at random positions over
+   mTLS keep-alive connections (``--connections`` oversight certificates, lean load
+   generator of bench/loadgen.py) against /healthz on the same server, same run.
+
 Run: .venv/bin/python bench/bench_tlog.py [--leaves 1000000] [--rounds 200] [--disclosures]
+     .venv/bin/python bench/bench_tlog.py --http [--duration 8] [--connections 8]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,11 +43,9 @@ BATCH = 8192
 
 
 def build_log(root: Path, leaves: int) -> tuple[object, object, object]:
-    from taxaddr.audit.leaf import LeafInput, case_number_hash
-    from taxaddr.audit.log import bulk_append
     from taxaddr.config import Settings
     from taxaddr.crypto.keystore import FileKeyStore, init_dev_keys
-    from taxaddr.db import make_engine, write_transaction
+    from taxaddr.db import make_engine
     from taxaddr.migrate import upgrade
 
     url = f"sqlite:///{root / 'tlog.db'}"
@@ -49,6 +53,16 @@ def build_log(root: Path, leaves: int) -> tuple[object, object, object]:
     init_dev_keys(root / "keys")
     settings = Settings(env="test", database_url=url, keys_dir=root / "keys")
     engine = make_engine(url)
+    append_leaves(engine, leaves)
+    return engine, settings, FileKeyStore(root / "keys")
+
+
+def append_leaves(engine: object, leaves: int) -> None:
+    """``leaves`` synthetic leaves (no PII), appended in batches through the log's code."""
+    from taxaddr.audit.leaf import LeafInput, case_number_hash
+    from taxaddr.audit.log import bulk_append
+    from taxaddr.db import write_transaction
+
     started = time.perf_counter()
     for start in range(0, leaves, BATCH):
         batch = [
@@ -67,10 +81,9 @@ def build_log(root: Path, leaves: int) -> tuple[object, object, object]:
             )
             for i in range(start, min(leaves, start + BATCH))
         ]
-        with write_transaction(engine) as session:
+        with write_transaction(engine) as session:  # type: ignore[arg-type]
             bulk_append(session, batch)
     print(f"built {leaves} leaves in {time.perf_counter() - started:.1f} s", flush=True)
-    return engine, settings, FileKeyStore(root / "keys")
 
 
 def rate(fn: object, seconds: float) -> float:
@@ -271,6 +284,101 @@ def disclosures_with_witnesses(duration: float, rounds: int) -> None:
     )
 
 
+def tiles_over_https(leaves: int, duration: float, connections: int) -> None:
+    """Full level-0 tiles and full entry bundles at random positions over mTLS keep-alive
+    connections (oversight certificates), against /healthz on the same server and
+    connections, phases one after the other in one run."""
+    import ssl
+
+    import bench_api
+    import loadgen
+
+    from taxaddr.api.runtime import engine_for, keystore_for
+    from taxaddr.audit.admin import cli_actor
+    from taxaddr.audit.tiles import tile_path
+    from taxaddr.config import Settings
+    from taxaddr.crypto import pki
+    from taxaddr.db import write_transaction
+    from taxaddr.disclosure.identity import add_requester
+
+    root = Path(tempfile.mkdtemp(prefix="bench-tlog-http-"))
+    world = bench_api.build(root, records=10, cases=1, per_case=5, identities=1)
+    settings = Settings(
+        env="test",
+        database_url=world["env"]["TAXADDR_DATABASE_URL"],
+        keys_dir=Path(world["env"]["TAXADDR_KEYS_DIR"]),
+    )
+    ca = keystore_for(settings).files.client_ca()
+    certs = Path(world["certs"])
+    overseers = [f"bench-overseer-{n:02d}" for n in range(connections)]
+    with write_transaction(engine_for(settings)) as session:
+        for oid in overseers:
+            issued = pki.issue_cert(ca, oid, server=False)
+            (certs / f"{oid}.crt").write_bytes(issued.cert_pem())
+            (certs / f"{oid}.key").write_bytes(issued.key_pem())
+            add_requester(
+                session,
+                requester_id=oid,
+                agency="TIGTA",
+                role="oversight",
+                cert=issued.cert,
+                actor=cli_actor(),
+            )
+    append_leaves(engine_for(settings), leaves)
+    server, port = bench_api.start_server(world)
+    try:
+        conns = []
+        for oid in overseers:
+            ctx = ssl.create_default_context(cafile=world["ca"])
+            ctx.load_cert_chain(str(certs / f"{oid}.crt"), str(certs / f"{oid}.key"))
+            conns.append(loadgen.Connection("127.0.0.1", port, ctx))
+        rng = random.Random(21)
+        full = leaves // 256
+        planned = 200_000
+        encoded = {
+            "healthz": [loadgen.http_request("GET", "/healthz")],
+            "tiles": [
+                loadgen.http_request("GET", "/v1/audit/tlog/" + tile_path(0, rng.randrange(full)))
+                for _ in range(planned)
+            ],
+            "bundles": [
+                loadgen.http_request(
+                    "GET", "/v1/audit/tlog/" + tile_path("entries", rng.randrange(full))
+                )
+                for _ in range(planned)
+            ],
+        }
+        rates: dict[str, float] = {}
+        for mode in ("healthz", "tiles", "bundles"):
+            requests = encoded[mode]
+            counter = iter(range(10**9))
+
+            def make_request(
+                _n: int, requests: list[bytes] = requests, counter: Iterator[int] = counter
+            ) -> bytes:
+                return requests[next(counter) % len(requests)]
+
+            result = loadgen.run(conns, make_request, mode=mode, duration=duration).summary()
+            assert set(result["statuses"]) == {200}, result["statuses"]
+            rates[mode] = result["per_second"]
+            print(
+                f"{mode} over mTLS: {result['per_second']:.0f}/s "
+                f"(p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms)",
+                flush=True,
+            )
+    finally:
+        bench_api.stop_server(server)
+    for mode, figure in (("tiles", "full level-0 tiles"), ("bundles", "full entry bundles")):
+        benchline.emit(
+            f"{figure} over mTLS at {leaves:,} leaves",
+            round(rates[mode], 1),
+            "requests/s",
+            limit="(reported)",
+            baseline="/healthz, same server and run",
+            baseline_value=round(rates["healthz"], 1),
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     quick = benchline.quick()
@@ -279,6 +387,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0 if quick else 5.0)
     parser.add_argument("--disclosures", action="store_true")
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument(
+        "--http", action="store_true", help="also tiles and bundles over mTLS vs /healthz"
+    )
+    parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         engine, settings, keystore = build_log(Path(tmp), args.leaves)
@@ -286,6 +398,8 @@ def main() -> None:
         export(engine, settings, keystore, args.leaves)
         witness(engine, settings, keystore, args.rounds)
         engine.dispose()  # type: ignore[attr-defined]
+    if args.http:
+        tiles_over_https(args.leaves, args.duration, args.connections)
     if args.disclosures and not quick:
         disclosures_with_witnesses(args.duration, rounds=2)
 
