@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -160,6 +161,9 @@ def witness(engine: object, settings: object, keystore: object, rounds: int) -> 
     cosigner = CosignerKey.generate("bench.example/w")
     logs = {origin: [audit_verifier(keystore, settings)]}  # type: ignore[arg-type]
     times = []
+    # The export just left hundreds of MB of dirty pages: flush them first, or every
+    # fsync of the witness state waits for that writeback (a witness runs elsewhere).
+    os.sync()
     with tempfile.TemporaryDirectory() as tmp:
         state = WitnessState(Path(tmp) / "state.json")
         for _ in range(rounds):
