@@ -328,3 +328,85 @@ def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "loopback" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "w.crt", tmp_path / "w.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_silent_tls_client_does_not_stall_the_witness(
+    tmp_path: Path, key: CosignerKey, state: WitnessState
+) -> None:
+    """A connection that never sends its ClientHello once blocked the accept loop (the
+    handshake ran there, without a timeout): every other log's request then hung."""
+    import socket
+    import ssl
+    import threading
+
+    from taxaddr.witness.server import Witness, make_tls_server
+
+    cert, tls_key = _self_signed(tmp_path)
+    log = Log()
+    server = make_tls_server(
+        Witness(key, {ORIGIN: [log.verifier]}, state), "127.0.0.1", 0, cert=cert, key=tls_key
+    )
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    silent = socket.create_connection(("127.0.0.1", port))
+    try:
+        time.sleep(0.2)  # the silent connection is accepted first
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=5) as client:
+            answer = client.post(
+                f"https://127.0.0.1:{port}/add-checkpoint", content=log.request(0, 2)
+            )
+        assert answer.status_code == 200, answer.text
+    finally:
+        silent.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_serve_takes_a_loopback_host_name(tmp_path: Path) -> None:
+    from taxaddr.witness.server import _is_loopback
+
+    assert _is_loopback("localhost")
+    assert _is_loopback("::1")
+    assert not _is_loopback("0.0.0.0")
+    with pytest.raises(UsageError):
+        _is_loopback("no-such-host.invalid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 import ssl
 import sys
 import time
@@ -58,6 +59,17 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
                 return
             self._send(witness.handle(self.rfile.read(length)))
 
+        def handle(self) -> None:
+            # The TLS handshake runs here, in this connection's thread and under its
+            # timeout, not in the accept loop: a client that connects and stays silent
+            # must not stop the witness from answering everyone else.
+            if isinstance(self.connection, ssl.SSLSocket):
+                try:
+                    self.connection.do_handshake()
+                except (ssl.SSLError, OSError):
+                    return
+            super().handle()
+
         def do_GET(self) -> None:
             self._send(Answer(404 if self.path != PATH else 405, b"POST /add-checkpoint only\n"))
 
@@ -75,6 +87,43 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((host, port), Handler)
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name such as ``localhost``) is loopback only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(f"cannot resolve --host {host}") from None
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def make_tls_server(
+    witness: Witness,
+    host: str,
+    port: int,
+    *,
+    cert: Path,
+    key: Path | None = None,
+    client_ca: Path | None = None,
+) -> ThreadingHTTPServer:
+    """The witness over TLS (client certificates required when ``client_ca`` is given);
+    each connection's handshake happens in its own thread (:meth:`Handler.handle`)."""
+    server = make_server(witness, host, port)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key) if key else None)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(str(client_ca))
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
+    return server
+
+
 def serve(
     witness: Witness,
     host: str,
@@ -85,17 +134,12 @@ def serve(
     client_ca: Path | None = None,
 ) -> None:
     """Serve until interrupted."""
-    if cert is None and not ipaddress.ip_address(host).is_loopback:
+    if cert is None and not _is_loopback(host):
         raise UsageError("plain HTTP only on a loopback address: give --tls-cert and --tls-key")
-    server = make_server(witness, host, port)
-    if cert is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(str(cert), str(key) if key else None)
-        if client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(str(client_ca))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+    if cert is None:
+        server = make_server(witness, host, port)
+    else:
+        server = make_tls_server(witness, host, port, cert=cert, key=key, client_ca=client_ca)
     try:
         server.serve_forever()
     finally:
