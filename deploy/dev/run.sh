@@ -31,6 +31,7 @@ echo "== demo identities (certificates in $CERTS)"
 "$TAXADDR" requester add --id "$REQUESTER" --agency "$AGENCY" --role requester --issue-cert "$CERTS"
 "$TAXADDR" requester add --id tigta-overseer --agency TIGTA --role oversight --issue-cert "$CERTS"
 "$TAXADDR" requester add --id prometheus --agency TIGTA --role monitor --issue-cert "$CERTS"
+"$TAXADDR" requester add --id irs-disclosure-officer --agency IRS --role disclosure_officer --issue-cert "$CERTS"
 echo "== demo case reference (var/demo-case.jws)"
 "$TAXADDR" case issue --issuer dev-court --case-number "1:26-cr-00123" --court "D.D.C." \
   --proceeding criminal --statute "$STATUTE" --agency "$AGENCY" --requester "$REQUESTER" \
@@ -64,6 +65,14 @@ $TAXADDR audit admin-log
 
 # a static C2SP tlog-tiles mirror of the log, and the key to verify it with:
 $TAXADDR audit export-tiles --out var/mirror && $TAXADDR audit vkey
+
+# taxpayer accounting (6103(p)(3)(A)): every disclosure of one taxpayer's address with its
+# inclusion proof; a signed letter to the taxpayer (PDF, FILE.sig), or the same over the API:
+$TAXADDR accounting subject --tin 987-65-4321 --name "JANE Q TESTPERSON" --format pdf \\
+  --out var/accounting-letter.pdf \\
+  --reason "Taxpayer letter of 2026-11-30 asks whether and why her address was disclosed."
+curl --cacert $CERTS/ca.crt --cert $CERTS/irs-disclosure-officer.crt --key $CERTS/irs-disclosure-officer.key \\
+  -H 'content-type: application/json' https://$HOST:$PORT/v1/accounting/subject -d '{"request_id": "'\$(python3 -c 'import uuid; print(uuid.uuid4())')'", "subject": {"tin": "987-65-4321", "name": "JANE Q TESTPERSON"}, "reason": "Taxpayer letter of 2026-11-30 asks whether and why her address was disclosed."}'
 
 MSG
 exec "$TAXADDR" serve --host "$HOST" --port "$PORT"

@@ -65,6 +65,14 @@ TRUST_CHANGES = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# Taxpayer-accounting lookups (POST /v1/accounting/subject, `taxaddr accounting subject`)
+# by result: listed (disclosures found), empty (none), no_match (name not the stored one).
+ACCOUNTING_LOOKUPS = Counter(
+    "taxaddr_accounting_lookups_total",
+    "Taxpayer-accounting lookups (one audit leaf each), by result.",
+    ["result"],
+)
+
 OTHER = "other"
 
 

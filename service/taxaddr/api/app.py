@@ -11,7 +11,16 @@ from sqlalchemy import Engine
 
 from taxaddr.api import handlers, openapi
 from taxaddr.api.middleware import EdgeMiddleware
-from taxaddr.api.routes import admin, audit, disclosures, health, oversight, reports, tlog
+from taxaddr.api.routes import (
+    accounting,
+    admin,
+    audit,
+    disclosures,
+    health,
+    oversight,
+    reports,
+    tlog,
+)
 from taxaddr.api.runtime import engine_for, keystore_for
 from taxaddr.api.workers import RATE_LIMIT_FILE, state_dir
 from taxaddr.audit.witnessing import (
@@ -63,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     address.warm()  # the USPS ZIP tables, before the first request needs them
     handlers.install(app)
     openapi.install(app)
-    for module in (health, disclosures, audit, oversight, reports, admin, tlog):
+    for module in (health, disclosures, audit, oversight, reports, admin, tlog, accounting):
         app.include_router(module.router)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

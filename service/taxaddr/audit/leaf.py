@@ -41,7 +41,10 @@ import rfc8785
 from taxaddr.errors import AuditUnavailable
 
 ADMIN_OUTCOME = "admin"  # a trust change (taxaddr.audit.admin), not a request's decision
-OUTCOMES = ("disclosed", "denied", "no_match", "error", ADMIN_OUTCOME)
+ACCOUNTING_OUTCOME = "accounting"  # a taxpayer-accounting lookup (taxaddr.reports.accounting)
+OUTCOMES = ("disclosed", "denied", "no_match", "error", ADMIN_OUTCOME, ACCOUNTING_OUTCOME)
+# Leaves that record something other than a disclosure request (not counted as requests).
+NOT_REQUESTS = (ADMIN_OUTCOME, ACCOUNTING_OUTCOME)
 LEAF_FIELDS = (
     "index",
     "time",

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.leaf import ADMIN_OUTCOME, display_statute
+from taxaddr.audit.leaf import NOT_REQUESTS, display_statute
 from taxaddr.db.driver import stream_rows
 from taxaddr.db.schema import AuditLeaf, CaseReference
 
@@ -68,7 +68,7 @@ def _filters(
     conds: list[ColumnElement[bool]] = [
         AuditLeaf.day >= from_day,
         AuditLeaf.day <= to_day,
-        AuditLeaf.outcome != ADMIN_OUTCOME,  # trust changes are not requests
+        AuditLeaf.outcome.not_in(NOT_REQUESTS),  # trust changes, accounting lookups
     ]
     if below is not None:
         conds.append(AuditLeaf.leaf_index < below)
@@ -152,7 +152,7 @@ def period_facts(
     """
     if case_jtis is not None and not case_jtis:
         return PeriodFacts(0, set(), {})
-    conds: list[ColumnElement[bool]] = [AuditLeaf.outcome != ADMIN_OUTCOME]
+    conds: list[ColumnElement[bool]] = [AuditLeaf.outcome.not_in(NOT_REQUESTS)]
     if below is not None:
         conds.append(AuditLeaf.leaf_index < below)
     if case_jtis is not None:

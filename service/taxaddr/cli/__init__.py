@@ -17,6 +17,7 @@ from typer._click import exceptions as click_exc
 
 from taxaddr.api.readiness import database_problem
 from taxaddr.cli import (
+    accounting,
     audit,
     case,
     db,
@@ -55,6 +56,7 @@ for _module in (
     request,
     report,
     witness,
+    accounting,
 ):
     _module.register(app)
 

@@ -96,13 +96,16 @@ class Base(DeclarativeBase):
 
 # --- requesters and the replay guard ---------------------------------------
 
-ROLES: tuple[str, ...] = ("requester", "oversight", "monitor", "admin")
+ROLES: tuple[str, ...] = ("requester", "oversight", "monitor", "admin", "disclosure_officer")
 
 
 class RequesterRow(Base):
     __tablename__ = "requesters"
     __table_args__ = (
-        CheckConstraint("role IN ('requester', 'oversight', 'monitor', 'admin')", name="role"),
+        CheckConstraint(
+            "role IN ('requester', 'oversight', 'monitor', 'admin', 'disclosure_officer')",
+            name="role",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -227,6 +230,8 @@ class AuditLeaf(Base):
     # every index is written on every append, the hot path of each disclosure.
     __table_args__ = (
         Index("ix_audit_leaves_summary", "day", "agency", "statute", "outcome", "reason"),
+        # One taxpayer's accounting (POST /v1/accounting/subject) by keyed pseudonym.
+        Index("ix_audit_leaves_subject_ref", "subject_ref"),
     )
 
     leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)

@@ -41,7 +41,12 @@ from sqlalchemy.orm import Session
 
 from taxaddr.audit import admin, merkle, queries
 from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
-from taxaddr.audit.leaf import ADMIN_OUTCOME, case_number_hash, display_statute
+from taxaddr.audit.leaf import (
+    ACCOUNTING_OUTCOME,
+    ADMIN_OUTCOME,
+    case_number_hash,
+    display_statute,
+)
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.audit.summary import check_period
@@ -420,6 +425,8 @@ def _recount(
             if outcome == ADMIN_OUTCOME:  # a trust change, not a request
                 if lo <= day <= hi:
                     trust.append(_trust_leaf(leaf))
+                continue
+            if outcome == ACCOUNTING_OUTCOME:  # a taxpayer-accounting lookup, not a request
                 continue
             if jti is not None:
                 number_hashes.setdefault(jti, set()).add(leaf.get("case_number_hash"))

@@ -171,3 +171,14 @@ def lookup_address(
         zip=address.zip,
         as_of=row.as_of.isoformat(),
     )
+
+
+def stored_names(session: Session, keystore: KeyStore, tin: str) -> set[str]:
+    """The normalized names of every stored record of ``tin`` (normalized), any tax
+    period; empty when the TIN was never imported (taxpayer accounting only)."""
+    indexer = _dummies(keystore).indexer
+    names: set[str] = set()
+    for values in addresses.rows_of(session, indexer(tin)):
+        row = _stored_row(values)
+        names.add(OpenedRecord(keystore, row).name(row.name_ct))
+    return names

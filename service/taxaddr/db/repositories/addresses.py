@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import _sqlalchemy_errors, fetchall
 from taxaddr.db.schema import address_records
-from taxaddr.db.statements import ADDRESS_COPY_TYPES, statements_for
+from taxaddr.db.statements import ADDRESS_COLUMNS, ADDRESS_COPY_TYPES, statements_for
 from taxaddr.errors import DatabaseUnavailable
 
 _MAX_ID = select(func.coalesce(func.max(address_records.c.id), 0))
@@ -35,6 +35,14 @@ def lookup(session: Session, blind_index: bytes, periods: Sequence[str]) -> list
             cursor.close()
     except dialect.loaded_dbapi.Error as exc:
         raise DatabaseUnavailable(f"database error during lookup ({type(exc).__name__})") from None
+
+
+def rows_of(session: Session, blind_index: bytes) -> list[Any]:
+    """Every stored row of ``blind_index`` (all tax periods), columns in the order of
+    :data:`taxaddr.db.statements.ADDRESS_COLUMNS` (taxpayer accounting's name check)."""
+    cols = [address_records.c[name] for name in ADDRESS_COLUMNS]
+    stmt = select(*cols).where(address_records.c.blind_index == blind_index)
+    return [tuple(row) for row in session.execute(stmt)]
 
 
 class Upserts:

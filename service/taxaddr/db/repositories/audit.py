@@ -143,6 +143,18 @@ def leaf_of_disclosure(session: Session, disclosure_id: str) -> int | None:
     return None if found is None else int(found)
 
 
+def disclosed_leaves_of_subject(session: Session, subject_ref: str) -> list[tuple[int, bytes]]:
+    """``(leaf_index, leaf_hash)`` of every ``disclosed`` leaf of one subject pseudonym,
+    in index order (refusals and no-matches are not disclosures)."""
+    stmt = (
+        select(audit_leaves.c.leaf_index, audit_leaves.c.leaf_hash)
+        .where(audit_leaves.c.subject_ref == subject_ref)
+        .where(audit_leaves.c.outcome == "disclosed")
+        .order_by(audit_leaves.c.leaf_index)
+    )
+    return [(int(i), bytes(h)) for i, h in session.execute(stmt)]
+
+
 def leaf_range(session: Session, start: int, below: int, limit: int) -> list[Any]:
     """``(leaf_index, leaf_json)`` of at most ``limit`` leaves in ``[start, below)``,
     in index order."""
