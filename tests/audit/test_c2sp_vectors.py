@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,14 @@ from taxaddr.audit.checkpoint import (
     parse_vkey,
     sign_checkpoint,
 )
-from taxaddr.audit.cosignature import CosignerKey, note_body
+from taxaddr.audit.cosignature import Cosigner, CosignerKey, note_body
 from taxaddr.audit.cosignature import parse_vkey as parse_cosigner_vkey
 from taxaddr.audit.log import bulk_append
 from taxaddr.audit.offline import verify_offline_proof
+from taxaddr.audit.witnessing import parse_witnesses
 from taxaddr.cli import run
 from taxaddr.db import make_engine, write_transaction
-from taxaddr.errors import IntegrityError
+from taxaddr.errors import ConfigError, IntegrityError
 from taxaddr.migrate import upgrade
 from taxaddr.witness.protocol import add_checkpoint
 from taxaddr.witness.state import WitnessState
@@ -149,6 +151,37 @@ def test_a_quorum_counts_each_witness_once(tmp_path: Path) -> None:
     assert checked.witnesses == (witness.cosigner.name,)
     with pytest.raises(IntegrityError, match="2 required"):
         verify_offline_proof(document, log, [witness.cosigner, witness.cosigner], 2)
+
+
+def test_one_witness_key_under_two_names_is_one_witness(tmp_path: Path) -> None:
+    """cosignature/v1 does not commit to the cosigner name: the log can copy a witness's
+    line under a second name (with that name's key ID) and it verifies. One key given
+    under two names must still count once toward the quorum, and configuring it so is
+    refused."""
+    origin = "taxaddr.test/audit"
+    log_key, log = _log(origin)
+    witness = CosignerKey.generate("court.example/witness")
+    alias = Cosigner.from_public_key("tigta.example/witness", witness.private_key.public_key())
+    leaf = {"index": 0}
+    note = sign_checkpoint(
+        Checkpoint(origin, 1, merkle.leaf_hash(rfc8785.dumps(leaf))), log_key, origin
+    )
+    line = witness.cosign(note_body(note), 1700000000)
+    blob = base64.b64decode(line.split(" ")[2])
+    relabelled = f"\u2014 {alias.name} {base64.b64encode(alias.key_id + blob[4:]).decode()}\n"
+    note += line + relabelled
+    assert alias.verify(note_body(note), relabelled.rstrip("\n")) == 1700000000  # the weakness
+    document = {"leaf": leaf, "leaf_index": 0, "checkpoint_note": note, "inclusion_proof": []}
+    with pytest.raises(IntegrityError, match="cosigned by 1 of the given witnesses, 2 required"):
+        verify_offline_proof(document, log, [witness.cosigner, alias], 2)
+    config = json.dumps(
+        [
+            {"vkey": witness.cosigner.vkey(), "url": "http://127.0.0.1:1"},
+            {"vkey": alias.vkey(), "url": "http://127.0.0.1:2"},
+        ]
+    )
+    with pytest.raises(ConfigError, match="one witness key under two names"):
+        parse_witnesses(config)
 
 
 def test_exported_tiles_verify_with_the_second_implementation(

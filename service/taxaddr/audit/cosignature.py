@@ -65,6 +65,12 @@ class Cosigner:
     def from_public_key(cls, name: str, public_key: Ed25519PublicKey) -> Cosigner:
         return cls(name, key_id(name, public_key), public_key)
 
+    @property
+    def raw_key(self) -> bytes:
+        """The 32-byte public key: cosignature/v1 does not commit to the name, so one key
+        under two names is one cosigner (a line relabelled with the other name verifies)."""
+        return _raw(self.public_key)
+
     def vkey(self) -> str:
         blob = bytes([ALG_COSIGNATURE_V1]) + _raw(self.public_key)
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(blob).decode()}"

@@ -12,7 +12,8 @@ given:
 2. the checkpoint note verifies under the log's key (its origin is the key's name);
 3. at least ``quorum`` of the given witnesses cosigned that very checkpoint
    (tlog-cosignature/v1; other signature lines are ignored; a witness key given
-   twice counts once);
+   twice counts once, also under two names: a v1 cosignature does not commit to the
+   name, so a line relabelled with the other name would verify);
 4. the leaf's own ``index`` is ``leaf_index``, and its canonical JSON hashed as an RFC
    6962 leaf, with the audit path, gives the checkpoint's root.
 """
@@ -118,7 +119,7 @@ def verify_offline_proof(
     # 3. the witnesses' cosignatures on that checkpoint
     body = note_body(note)
     cosigned: list[str] = []
-    distinct = {(w.name, w.key_id): w for w in witnesses}  # a key named twice counts once
+    distinct = {w.raw_key: w for w in witnesses}  # one public key is one witness
     for witness in distinct.values():
         for line in cosignature_lines(note):
             try:

@@ -63,6 +63,11 @@ def parse_witnesses(text: str) -> list[WitnessEndpoint]:
     names = [e.cosigner.name for e in endpoints]
     if len(set(names)) != len(names):
         raise ConfigError("TAXADDR_WITNESSES names a witness twice")
+    keys = [e.cosigner.raw_key for e in endpoints]
+    if len(set(keys)) != len(keys):
+        # cosignature/v1 does not commit to the name: one key under two names would
+        # count twice toward TAXADDR_WITNESS_QUORUM
+        raise ConfigError("TAXADDR_WITNESSES gives one witness key under two names")
     return endpoints
 
 
