@@ -410,3 +410,50 @@ def test_serve_takes_a_loopback_host_name(tmp_path: Path) -> None:
     assert not _is_loopback("0.0.0.0")
     with pytest.raises(UsageError):
         _is_loopback("no-such-host.invalid")
+
+
+def test_unread_bodies_close_the_connection_and_short_bodies_are_dropped(
+    key: CosignerKey, state: WitnessState, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """On a kept-alive connection, a body the witness did not read must not be parsed as
+    the next request; a body shorter than its Content-Length is dropped without a
+    traceback once the connection's timeout passes."""
+    import socket
+    import threading
+
+    from taxaddr.witness import server as witness_server
+
+    log = Log()
+    srv = witness_server.make_server(
+        witness_server.Witness(key, {ORIGIN: [log.verifier]}, state), "127.0.0.1", 0
+    )
+    port = srv.server_address[1]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    smuggled = b"GET /add-checkpoint HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        for path in ("/elsewhere", "/add-checkpoint"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                length = len(smuggled) if path == "/elsewhere" else 10**6
+                conn.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
+                    + smuggled
+                )
+                received = b""
+                while chunk := conn.recv(65536):
+                    received += chunk
+            assert received.count(b"HTTP/1.1 ") == 1, received  # no answer to the smuggled GET
+            assert b"Connection: close" in received
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(
+                b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\nold"
+            )
+            conn.shutdown(socket.SHUT_WR)  # the rest of the body never comes
+            assert conn.recv(65536) == b""  # closed without an answer
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            assert client.post("/add-checkpoint", content=log.request(0, 2)).status_code == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)
+    assert "Traceback" not in capfd.readouterr().err

@@ -46,18 +46,32 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
         timeout = 30
 
         def do_POST(self) -> None:
+            # An answer given before the body was read closes the connection: on a
+            # kept-alive connection the unread body would be parsed as the next request.
             if self.path != PATH:
-                self._send(Answer(404, b"not found\n"))
+                self._refuse(Answer(404, b"not found\n"))
                 return
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
-                self._send(Answer(411, b"Content-Length required\n"))
+                self._refuse(Answer(411, b"Content-Length required\n"))
                 return
             if not 0 <= length <= MAX_BODY_BYTES:
-                self._send(Answer(400, b"request body too large\n"))
+                self._refuse(Answer(400, b"request body too large\n"))
                 return
-            self._send(witness.handle(self.rfile.read(length)))
+            try:
+                body = self.rfile.read(length)
+            except OSError:  # the client stalled past the timeout or went away
+                self.close_connection = True
+                return
+            if len(body) != length:
+                self.close_connection = True
+                return
+            self._send(witness.handle(body))
+
+        def _refuse(self, answer: Answer) -> None:
+            self.close_connection = True
+            self._send(answer)
 
         def handle(self) -> None:
             # The TLS handshake runs here, in this connection's thread and under its
@@ -77,6 +91,8 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
             self.send_header("Content-Length", str(len(answer.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(answer.body)
 
