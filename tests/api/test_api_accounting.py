@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from taxaddr.api.logs import JsonFormatter
 from taxaddr.cli import run
 from taxaddr.config import get_settings
 from taxaddr.reports import signing
@@ -325,3 +328,28 @@ def test_cli_writes_signed_json_and_a_letter_to_the_taxpayer(
         assert not (tmp_path / "y.json").exists()
     finally:
         get_settings.cache_clear()
+
+
+def test_lookups_leak_nothing_into_logs_and_show_on_the_dashboard(
+    server: RunningServer,
+    officer: Identity,
+    overseer: Identity,
+    history: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    assert lookup(server, officer, JANE).status_code == 200
+    assert lookup(server, officer, {"tin": JANE["tin"], "name": "JANE X DOE"}).status_code == 404
+    assert lookup(server, officer, JANE, reason="short").status_code == 422
+    formatter = JsonFormatter()
+    logs = "\n".join(formatter.format(rec) for rec in caplog.records)
+    assert '"event":"request"' in logs  # the logs were captured
+    assert "/v1/accounting/subject" in logs
+    for secret in (JANE["tin"], JANE["tin"].replace("-", ""), "JANE", "DOE", REASON[:30]):
+        assert secret.upper() not in logs.upper()
+    with server.client(overseer) as client:
+        page = client.get("/oversight").text
+    m = re.search(r'data-total="accounting_lookups">(\d+)<', page)
+    assert m is not None
+    assert int(m.group(1)) >= 2
+    assert "JANE" not in page.upper()

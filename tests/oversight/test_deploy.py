@@ -24,6 +24,7 @@ CONTRACT_METRICS = {
     "taxaddr_audit_append_failures_total",
     "taxaddr_audit_verification_ok",
     "taxaddr_trust_changes",  # issue 20: trust changes are leaves
+    "taxaddr_accounting_lookups_total",  # issue 19: taxpayer accounting
 }
 
 
@@ -126,7 +127,7 @@ def test_grafana_and_alerts_use_only_known_metrics() -> None:
     used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in used}
     assert used <= CONTRACT_METRICS, used - CONTRACT_METRICS
     panels = " ".join(p["title"] for p in json.loads(GRAFANA.read_text())["panels"])
-    for word in ("agency", "statute", "Refusal reasons", "tree size", "verification"):
+    for word in ("agency", "statute", "Refusal reasons", "tree size", "verification", "accounting"):
         assert word in panels
 
 

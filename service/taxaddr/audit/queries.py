@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from taxaddr.audit.leaf import NOT_REQUESTS, display_statute
+from taxaddr.audit.leaf import ACCOUNTING_OUTCOME, NOT_REQUESTS, display_statute
 from taxaddr.db.driver import stream_rows
 from taxaddr.db.schema import AuditLeaf, CaseReference
 
@@ -113,6 +113,18 @@ def aggregate_rows(
     rows = [Row(*key, count=count) for key, count in counts.items()]
     rows.sort(key=Row.sort_key)
     return rows
+
+
+def accounting_lookups(session: Session, from_day: date, to_day: date) -> int:
+    """Taxpayer-accounting lookups (leaves of outcome ``accounting``) on UTC days
+    ``from_day``..``to_day``."""
+    stmt = (
+        select(func.count())
+        .select_from(AuditLeaf)
+        .where(AuditLeaf.day >= from_day, AuditLeaf.day <= to_day)
+        .where(AuditLeaf.outcome == ACCOUNTING_OUTCOME)
+    )
+    return int(session.execute(stmt).scalar_one())
 
 
 def totals(rows: Sequence[Row] | Sequence[dict[str, Any]]) -> dict[str, int]:

@@ -96,6 +96,7 @@ class DashboardView:
     checkpoint: CheckpointView
     trust_changes: list[admin.TrustChange] = field(default_factory=list)
     policy_history: list[admin.PolicyVersionInfo] = field(default_factory=list)
+    accounting_lookups: int = 0  # taxpayer-accounting leaves in the period
     charts: dict[str, Markup] = field(default_factory=dict)
 
 
@@ -166,6 +167,7 @@ def build_view(
         checkpoint=checkpoint,
         trust_changes=admin.trust_changes(session, from_day, to_day),
         policy_history=admin.policy_history(session),
+        accounting_lookups=queries.accounting_lookups(session, from_day, to_day),
     )
     view.charts = {
         "per_day": charts.daily_bars(
