@@ -15,6 +15,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -34,6 +35,15 @@ from taxaddr.errors import ConfigError
 LOG = logging.getLogger("taxaddr.witnessing")
 SIZE_TYPE = "text/x.tlog.size"
 TIMEOUT_SECONDS = 5.0
+"""Per network operation (connect, each read, each write)."""
+TOTAL_SECONDS = 10.0
+"""Per request, whole answer included: a witness trickling bytes cannot hold a round."""
+MAX_ANSWER_BYTES = 64 * 1024
+"""A cosignature answer is a few signature lines; anything longer is refused unread."""
+
+
+class _AnswerTooLong(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -79,10 +89,33 @@ def request_body(old_size: int, proof: list[bytes], note: str) -> bytes:
 class WitnessClient:
     """Submits checkpoints; remembers each witness's last cosigned size (per process)."""
 
-    def __init__(self, endpoints: list[WitnessEndpoint], timeout: float = TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        endpoints: list[WitnessEndpoint],
+        timeout: float = TIMEOUT_SECONDS,
+        total: float = TOTAL_SECONDS,
+    ):
         self.endpoints = endpoints
         self._known: dict[str, int] = {}
         self._http = httpx.Client(timeout=timeout)
+        self._total = total
+
+    def _post(self, url: str, body: bytes) -> tuple[int, str | None, str]:
+        """Status, content type and text of the answer, read within :data:`TOTAL_SECONDS`
+        (each read also within the per-operation timeout) and at most
+        :data:`MAX_ANSWER_BYTES`; raises ``httpx.HTTPError`` or :class:`_AnswerTooLong`."""
+        deadline = time.monotonic() + self._total
+        with self._http.stream("POST", url, content=body) as answer:
+            data = bytearray()
+            for chunk in answer.iter_bytes():
+                data += chunk
+                if len(data) > MAX_ANSWER_BYTES or time.monotonic() > deadline:
+                    raise _AnswerTooLong
+            return (
+                answer.status_code,
+                answer.headers.get("content-type"),
+                data.decode("utf-8", "replace"),
+            )
 
     def close(self) -> None:
         self._http.close()
@@ -97,15 +130,17 @@ class WitnessClient:
             old = min(old, size)
             body = request_body(old, proof_from(old) if 0 < old < size else [], note)
             try:
-                answer = self._http.post(endpoint.url + "/add-checkpoint", content=body)
-            except httpx.HTTPError as exc:
+                status, content_type, text = self._post(endpoint.url + "/add-checkpoint", body)
+            except (httpx.HTTPError, _AnswerTooLong) as exc:
                 LOG.warning(
-                    "witness %s unreachable: %s", endpoint.cosigner.name, type(exc).__name__
+                    "witness %s unreachable or answered too long or too slowly: %s",
+                    endpoint.cosigner.name,
+                    type(exc).__name__,
                 )
                 return None
-            if answer.status_code == 409 and answer.headers.get("content-type") == SIZE_TYPE:
+            if status == 409 and content_type == SIZE_TYPE:
                 try:
-                    witness_size = int(answer.text.strip())
+                    witness_size = int(text.strip())
                 except ValueError:
                     return None
                 if witness_size > size or witness_size == old:
@@ -116,10 +151,10 @@ class WitnessClient:
                     return None
                 old = witness_size
                 continue
-            if answer.status_code != 200:
-                LOG.warning("witness %s answered %d", endpoint.cosigner.name, answer.status_code)
+            if status != 200:
+                LOG.warning("witness %s answered %d", endpoint.cosigner.name, status)
                 return None
-            return self._accept(endpoint, note, size, answer.text)
+            return self._accept(endpoint, note, size, text)
         return None
 
     def _accept(
