@@ -220,3 +220,26 @@ def test_exported_tiles_verify_with_the_second_implementation(
     assert tlog_ref.root_from_tiles(fetch, 300) == root1
     assert tlog_ref.mth([tlog_ref.h_leaf(e) for e in entries[:300]]) == root1
     assert hashlib.sha256(b"\x00" + entries[0]).digest() == fetch("tile/0/000")[:32]
+
+
+@pytest.mark.parametrize(
+    "leaf",
+    [
+        '{"index": 0, "x": 1e400}',
+        '{"index": 0, "x": NaN}',
+        '{"index": 0, "x": 123456789012345678901234567890}',
+        '{"index": 0, "x": "\\ud800"}',
+    ],
+)
+def test_a_leaf_rfc8785_cannot_canonicalize_is_refused_not_a_crash(leaf: str) -> None:
+    """Under a genuinely signed checkpoint, a hostile proof file's leaf with values JCS
+    cannot represent is an integrity refusal, not an unexpected exception."""
+    origin = "taxaddr.test/audit"
+    log_key, log = _log(origin)
+    note = sign_checkpoint(Checkpoint(origin, 1, merkle.leaf_hash(b"{}")), log_key, origin)
+    document = json.loads(
+        '{"leaf": %s, "leaf_index": 0, "checkpoint_note": %s, "inclusion_proof": []}'
+        % (leaf, json.dumps(note))
+    )
+    with pytest.raises(IntegrityError, match="leaf: not canonical JSON"):
+        verify_offline_proof(document, log, [], 0)

@@ -135,7 +135,11 @@ def verify_offline_proof(
     # 4. the leaf under the checkpoint's root
     if leaf.get("index") != index:
         raise IntegrityError("leaf: its index field is not leaf_index")
-    leaf_hash = merkle.leaf_hash(rfc8785.dumps(leaf))
+    try:
+        canonical = rfc8785.dumps(leaf)
+    except rfc8785.CanonicalizationError as exc:  # inf/NaN, unsafe integers, lone surrogates
+        raise IntegrityError(f"leaf: not canonical JSON ({exc})") from None
+    leaf_hash = merkle.leaf_hash(canonical)
     if not merkle.verify_inclusion(
         index, checkpoint.tree_size, leaf_hash, hashes, checkpoint.root_hash
     ):
