@@ -34,7 +34,9 @@ from tests.api.apikit import (
     RunningServer,
     World,
     body,
+    build_world,
     leaves,
+    run_server,
     tree_size,
 )
 
@@ -353,3 +355,32 @@ def test_lookups_leak_nothing_into_logs_and_show_on_the_dashboard(
     assert m is not None
     assert int(m.group(1)) >= 2
     assert "JANE" not in page.upper()
+
+
+@pytest.mark.postgres
+def test_accounting_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The same lookup on a real PostgreSQL: entries, proofs against the signed root."""
+    pg_world = build_world(tmp_path / "pg-world", database_url=pg_url)
+    agent_pg = pg_world.identity("agent-1")
+    officer_pg = pg_world.identity("do-officer", role="disclosure_officer", agency="IRS-DO")
+    with run_server(pg_world) as srv:
+        with srv.client(agent_pg) as client:
+            r = client.post("/v1/disclosures", json=body(pg_world.case(number=CASES[0])))
+            assert r.status_code == 200, r.text
+            refused = client.post(
+                "/v1/disclosures",
+                json=body(pg_world.case(number=CASES[1]), reason="immigration enforcement"),
+            )
+            assert refused.status_code == 403
+        r = lookup(srv, officer_pg, JANE)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        (entry,) = answer["disclosures"]
+        assert entry["case_number"] == CASES[0]
+        size, root = verify_note(answer["checkpoint"]["note"], keys(srv, officer_pg)["audit_vkey"])
+        (leaf,) = leaves(pg_world, entry["leaf_index"], entry["leaf_index"] + 1)
+        lh = _leaf_hash(rfc8785.dumps(leaf))
+        path = [bytes.fromhex(h) for h in entry["inclusion_proof"]]
+        assert rfc6962_root_from_path(entry["leaf_index"], size, lh, path) == root
+        wrong = lookup(srv, officer_pg, {"tin": JANE["tin"], "name": "JANE X DOE"})
+        assert wrong.status_code == 404
