@@ -238,8 +238,8 @@ def test_a_leaf_rfc8785_cannot_canonicalize_is_refused_not_a_crash(leaf: str) ->
     log_key, log = _log(origin)
     note = sign_checkpoint(Checkpoint(origin, 1, merkle.leaf_hash(b"{}")), log_key, origin)
     document = json.loads(
-        '{"leaf": %s, "leaf_index": 0, "checkpoint_note": %s, "inclusion_proof": []}'
-        % (leaf, json.dumps(note))
+        f'{{"leaf": {leaf}, "leaf_index": 0, "checkpoint_note": {json.dumps(note)}, '
+        '"inclusion_proof": []}'
     )
     with pytest.raises(IntegrityError, match="leaf: not canonical JSON"):
         verify_offline_proof(document, log, [], 0)
