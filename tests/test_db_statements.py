@@ -35,6 +35,8 @@ FIXED = {
     "audit_insert_node": ("level", "node_index", "hash"),
     "audit_update_head": ("tree_size", "compact_range", "id"),
     "audit_leaf_chunk": ("start", "limit"),
+    "audit_node_range": ("level", "start", "end"),
+    "audit_leaf_json_range": ("start", "end"),
     "accounting_insert": (
         "leaf_index",
         "kek_version",

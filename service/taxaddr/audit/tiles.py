@@ -109,10 +109,10 @@ def entry_bundle(session: Session, index: int, width: int) -> bytes:
     """The bundle's bytes: ``width`` entries, each as uint16 length || canonical JSON."""
     _require(read_head(session).tree_size, 0, index, width)
     start = index * WIDTH
-    rows = audit_repo.leaf_range(session, start, start + width, width)
-    if len(rows) != width:
+    entries = audit_repo.leaf_json_range(session, start, start + width)
+    if len(entries) != width:
         raise IntegrityError("the audit log is missing leaves")
-    return _bundle(bytes(data) for _i, data in rows)
+    return _bundle(entries)
 
 
 def _bundle(entries: Iterable[bytes]) -> bytes:

@@ -231,6 +231,17 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
         .order_by(leaves.c.leaf_index)
         .limit(_p("limit"))
         .offset(literal_column("0")),  # SQLite's compiler adds an OFFSET; keep it constant
+        # tlog-tiles reads: one level's hashes, a range of leaves (both by primary key)
+        "audit_node_range": select(nodes.c.hash)
+        .where(
+            nodes.c.level == _p("level"),
+            nodes.c.node_index >= _p("start"),
+            nodes.c.node_index < _p("end"),
+        )
+        .order_by(nodes.c.node_index),
+        "audit_leaf_json_range": select(leaves.c.leaf_json)
+        .where(leaves.c.leaf_index >= _p("start"), leaves.c.leaf_index < _p("end"))
+        .order_by(leaves.c.leaf_index),
         "accounting_insert": _insert(dialect_name, audit_accounting).values(
             leaf_index=_p("leaf_index"),
             kek_version=_p("kek_version"),
@@ -270,6 +281,8 @@ class Statements:
         self.audit_insert_node = fixed["audit_insert_node"].sql
         self.audit_update_head = fixed["audit_update_head"].sql
         self.audit_leaf_chunk = fixed["audit_leaf_chunk"].sql
+        self.audit_node_range = fixed["audit_node_range"].sql
+        self.audit_leaf_json_range = fixed["audit_leaf_json_range"].sql
         self.accounting_insert = fixed["accounting_insert"].sql
         self.rate_limit_take = fixed["rate_limit_take"].sql if "rate_limit_take" in fixed else ""
         """PostgreSQL only (empty on SQLite)."""
