@@ -457,3 +457,41 @@ def test_unread_bodies_close_the_connection_and_short_bodies_are_dropped(
         srv.server_close()
         thread.join(timeout=10)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_with_a_client_ca_the_witness_requires_a_client_certificate(
+    tmp_path: Path, key: CosignerKey, state: WitnessState
+) -> None:
+    """mTLS: the handshake (now in the connection's thread) still refuses a client
+    without a certificate from the given CA, and serves one with it."""
+    import ssl
+    import threading
+
+    from taxaddr.witness.server import Witness, make_tls_server
+
+    cert, tls_key = _self_signed(tmp_path)
+    log = Log()
+    server = make_tls_server(
+        Witness(key, {ORIGIN: [log.verifier]}, state),
+        "127.0.0.1",
+        0,
+        cert=cert,
+        key=tls_key,
+        client_ca=cert,
+    )
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{port}/add-checkpoint"
+    try:
+        anonymous = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises(httpx.TransportError), httpx.Client(verify=anonymous, timeout=5) as c:
+            c.post(url, content=log.request(0, 2))
+        holder = ssl.create_default_context(cafile=str(cert))
+        holder.load_cert_chain(str(cert), str(tls_key))
+        with httpx.Client(verify=holder, timeout=5) as client:
+            assert client.post(url, content=log.request(0, 2)).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
