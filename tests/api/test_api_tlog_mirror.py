@@ -35,7 +35,7 @@ def test_tiles_checkpoint_and_bundles_over_the_api(
             t = client.get(f"/v1/audit/tlog/{path}")
             assert t.status_code == 200
             assert t.headers["content-type"] == "application/octet-stream"
-            assert t.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert t.headers["cache-control"] == "private, max-age=31536000, immutable"
             fetched[path] = t.content
             e = client.get(
                 "/v1/audit/tlog/" + c2spref.tile_path("entries", n, width),

@@ -15,7 +15,9 @@ from taxaddr.audit.service import latest_checkpoint
 from taxaddr.audit.witnessing import cosigned_note
 
 router = APIRouter(prefix="/v1/audit/tlog", tags=["audit"])
-IMMUTABLE = "public, max-age=31536000, immutable"
+# Immutable, but answered only to an authenticated oversight identity: no shared cache
+# (a TLS-terminating proxy) may keep it for others.
+IMMUTABLE = "private, max-age=31536000, immutable"
 OCTETS = "application/octet-stream"
 GZIP_MIN_BYTES = 1024
 # The spec's paths as patterns (the route's parser checks the same): N as x-prefixed
