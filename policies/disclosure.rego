@@ -22,6 +22,7 @@ decision := {"allow": allowed, "reasons": ordered_reasons}
 # several problems answers the first one.
 code_order := [
 	"role_forbidden",
+	"disclosure_stayed",
 	"case_expired",
 	"case_not_yet_valid",
 	"proceeding_not_criminal",
@@ -53,6 +54,7 @@ default allowed := false
 allowed if {
 	count(reasons) == 0
 	role_ok
+	not_stayed_ok
 	not_expired_ok
 	started_ok
 	proceeding_ok
@@ -72,6 +74,8 @@ allowed if {
 # --- the denial codes ------------------------------------------------------------
 
 reasons contains "role_forbidden" if not role_ok
+
+reasons contains "disclosure_stayed" if not not_stayed_ok
 
 reasons contains "case_expired" if not not_expired_ok
 
@@ -109,6 +113,13 @@ reasons contains "requester_volume_exceeded" if not volume_ok
 default role_ok := false
 
 role_ok if input.requester.role == "requester"
+
+# A court has stayed disclosures: `orders` lists the stays in force whose scope
+# covers this request (the service selects them from the applied orders). Only
+# an empty list permits; a missing or mistyped list leaves it unestablished.
+default not_stayed_ok := false
+
+not_stayed_ok if count(stays) == 0
 
 # 6103(i)(2)(A): the proceeding or investigation must exist now: the case
 # reference is in force, nbf <= now < exp. An unreadable `now`, `exp` or `nbf`
@@ -227,6 +238,11 @@ volume_ok if subjects_24h < max_subjects_per_day
 # (regorus raises where OPA would make an expression undefined, e.g. a builtin
 # given the wrong type, or `some .. in` over a non-collection; so builtins and
 # iterations only ever see these views.)
+
+stays := x if {
+	x := input.orders
+	is_array(x)
+}
 
 requester_id := x if {
 	x := input.requester.id

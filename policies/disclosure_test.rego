@@ -30,6 +30,7 @@ valid := {
 	},
 	"case_usage": {"disclosures": 0},
 	"requester_usage": {"open_cases": 0, "subjects_24h": 0},
+	"orders": [],
 	"request": {
 		"subject_ref": "aa11",
 		"address_complete": true,
@@ -41,6 +42,7 @@ valid := {
 
 all_codes := [
 	"role_forbidden",
+	"disclosure_stayed",
 	"case_expired",
 	"case_not_yet_valid",
 	"proceeding_not_criminal",
@@ -492,4 +494,26 @@ test_missing_limits_in_the_data_deny if {
 		with data.taxaddr.policy_data.max_subjects_per_requester_per_day as null
 	e.allow == false
 	e.reasons == ["requester_volume_exceeded"]
+}
+
+# --- disclosure_stayed -----------------------------------------------------------------
+
+stay := {"jti": "order-1", "number": "1:25-cv-04321", "court": "D.D.C."}
+
+test_a_stay_in_force_denies if denied(object.union(valid, {"orders": [stay]}), ["disclosure_stayed"])
+
+test_two_stays_deny_once if {
+	denied(object.union(valid, {"orders": [stay, object.union(stay, {"jti": "order-2"})]}), ["disclosure_stayed"])
+}
+
+test_stay_comes_second_in_contract_order if {
+	inp := object.union(with_requester({"role": "oversight"}), {"orders": [stay]})
+	denied(inp, ["role_forbidden", "disclosure_stayed"])
+}
+
+test_unreadable_orders_deny if {
+	denied(json.remove(valid, ["orders"]), ["disclosure_stayed"])
+	denied(object.union(valid, {"orders": null}), ["disclosure_stayed"])
+	denied(object.union(valid, {"orders": {}}), ["disclosure_stayed"])
+	denied(object.union(valid, {"orders": "none"}), ["disclosure_stayed"])
 }

@@ -250,6 +250,55 @@ class ChangeNotPending(TaxaddrError):
     status = 409
 
 
+# -- court orders (stays) -----------------------------------------------------------------
+
+
+class OrderError(TaxaddrError):
+    """Root of every court-order refusal (verification as strict as a case reference's)."""
+
+    code = "order_malformed"
+    status = 403
+
+
+class OrderMalformed(OrderError):
+    code = "order_malformed"
+    status = 422
+
+
+class OrderSignatureInvalid(OrderError):
+    code = "order_signature_invalid"
+
+
+class OrderIssuerUntrusted(OrderError):
+    code = "order_issuer_untrusted"
+
+
+class OrderAlgorithmForbidden(OrderError):
+    code = "order_algorithm_forbidden"
+
+
+class OrderAudienceMismatch(OrderError):
+    code = "order_audience_mismatch"
+
+
+class OrderExpired(OrderError):
+    code = "order_expired"
+
+
+class OrderUnknown(OrderError):
+    """A lift naming a stay that was never applied."""
+
+    code = "order_unknown"
+    status = 404
+
+
+class OrderReplayed(OrderError):
+    """The same order (jti) applied twice."""
+
+    code = "order_replayed"
+    status = 409
+
+
 # The order in which the contract lists denial codes; a request with several
 # problems answers the first of its reasons in this order.
 CODE_ORDER: tuple[str, ...] = (

@@ -73,6 +73,13 @@ ACCOUNTING_LOOKUPS = Counter(
     ["result"],
 )
 
+# Set from the database by every decision (the stays it reads) and every order applied.
+ORDERS_IN_FORCE = Gauge(
+    "taxaddr_orders_in_force",
+    "Court-ordered stays in force (nbf <= now < exp, not lifted), read from the database.",
+    multiprocess_mode="mostrecent",
+)
+
 OTHER = "other"
 
 

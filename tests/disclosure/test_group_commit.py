@@ -121,16 +121,17 @@ def test_a_failed_group_commit_answers_503_to_every_request_and_leaves_no_leaf(
 # token, the policy version and compiled statements filled):
 #   read phase  BEGIN, requester by fingerprint, issuer key + jti revocation + first case
 #               facts + case usage (one statement), the requester's usage (open cases,
-#               subjects in 24 h, case recorded: one statement), address by blind index,
-#               ROLLBACK
+#               subjects in 24 h, case recorded: one statement), the stays in force,
+#               address by blind index, ROLLBACK
 #   write       BEGIN IMMEDIATE, quota UPDATE ... RETURNING, audit head, leaf INSERT,
-#               head UPDATE, accounting INSERT, requester subject INSERT, request_id
+#               head UPDATE, the stays in force again (after the append: an order applied
+#               since the read phase), accounting INSERT, requester subject INSERT, request_id
 #               INSERT ... RETURNING, COMMIT (the case's sighting is written once)
 # plus one audit node row per subtree the leaf completes (1 + trailing ones of its
 # index). In a group of several, each member adds SAVEPOINT and RELEASE, and the
 # group shares one BEGIN IMMEDIATE and one COMMIT.
-READ_STATEMENTS = 6
-WRITE_STATEMENTS = 9
+READ_STATEMENTS = 7
+WRITE_STATEMENTS = 10
 
 
 def _trailing_ones(n: int) -> int:

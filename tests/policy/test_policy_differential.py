@@ -188,6 +188,10 @@ limit_numbers = st.one_of(
     st.sampled_from([0, -1, 10**9, 10**9 + 1, 2**53 + 1, 1e12, 24.5, 49.0, 50.0, -0.0, 25.0]),
 )
 
+# The stays in force covering a request: none, one, two, or an unreadable list.
+STAY = {"jti": "order-1", "number": "1:25-cv-04321", "court": "D.D.C."}
+ORDERS_VALUES: list[Any] = [[], [STAY], [STAY, {**STAY, "jti": "order-2"}], [{}], [None], {}, None]
+
 
 def _set(doc: Any, path: tuple[str | int, ...], value: Any, *, delete: bool = False) -> Any:
     target = doc
@@ -229,6 +233,8 @@ def mutated_inputs(draw: st.DrawFn) -> Any:
             _set(doc, path, draw(count_numbers))
         elif leaf in {"open_cases", "subjects_24h"}:
             _set(doc, path, draw(limit_numbers))
+        elif leaf == "orders":
+            _set(doc, path, copy.deepcopy(draw(st.sampled_from(ORDERS_VALUES))))
         elif leaf == "reason":
             _set(doc, path, draw(st.text(min_size=30, max_size=90)))
         else:
@@ -279,6 +285,8 @@ def test_decision_table_under_real_opa(
         {**VALID, "case_usage": {"disclosures": "none"}},
         {**VALID, "requester_usage": {"open_cases": "0", "subjects_24h": None}},
         {k: v for k, v in VALID.items() if k != "requester_usage"},
+        {k: v for k, v in VALID.items() if k != "orders"},
+        {**VALID, "orders": {"jti": "order-1"}},
         {**VALID, "now": "2300-01-01T00:00:00Z"},
         {**VALID, "now": "0000-01-01T00:00:00Z"},
         {**VALID, "now": "9999-12-31T23:59:59Z"},
@@ -292,6 +300,8 @@ def test_decision_table_under_real_opa(
         "usage-text",
         "requester-usage-mistyped",
         "no-requester-usage",
+        "no-orders",
+        "orders-object",
         "year-2300",
         "year-0000",
         "year-9999",

@@ -17,6 +17,7 @@ from taxaddr.api.routes import (
     audit,
     disclosures,
     health,
+    orders,
     oversight,
     reports,
     tlog,
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     address.warm()  # the USPS ZIP tables, before the first request needs them
     handlers.install(app)
     openapi.install(app)
-    for module in (health, disclosures, audit, oversight, reports, admin, tlog, accounting):
+    for module in (health, disclosures, audit, oversight, reports, admin, orders, tlog, accounting):
         app.include_router(module.router)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

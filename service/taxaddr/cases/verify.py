@@ -55,6 +55,7 @@ from taxaddr.errors import (
     CaseRevoked,
     CaseSignatureInvalid,
     ImportRowError,
+    TaxaddrError,
 )
 from taxaddr.store.normalize import normalize_tin
 
@@ -63,6 +64,29 @@ ALLOWED_HEADERS = frozenset({"alg", "kid", "typ"})
 # Headers that would let the token choose its own key or processing rules.
 FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit", "b64"})
 MAX_NUMERIC_DATE = 2**53 - 1
+
+
+@dataclass(frozen=True)
+class StepErrors:
+    """The refusal each shared step raises: a case reference's codes, or a court
+    order's (:mod:`taxaddr.cases.orders`), so both are verified by the same steps."""
+
+    malformed: type[TaxaddrError]
+    signature: type[TaxaddrError]
+    untrusted: type[TaxaddrError]
+    algorithm: type[TaxaddrError]
+    audience: type[TaxaddrError]
+    noun: str  # what the messages call the token
+
+
+CASE_ERRORS = StepErrors(
+    malformed=CaseReferenceMalformed,
+    signature=CaseSignatureInvalid,
+    untrusted=CaseIssuerUntrusted,
+    algorithm=CaseAlgorithmForbidden,
+    audience=CaseAudienceMismatch,
+    noun="case reference",
+)
 
 _Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"\S")]
@@ -174,7 +198,7 @@ def _stored_time(value: datetime | str | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
-class _Key:
+class TrustedKey:
     public_key: bytes
     jti_revoked: bool
     # (iss, number, court, agency, max_disclosures) first seen under this jti, if any
@@ -184,7 +208,7 @@ class _Key:
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class Parsed:
     header_segment: bytes
     header: Mapping[str, Any]
     payload: dict[str, Any]
@@ -249,25 +273,25 @@ def verify_case_with_usage(
     now = datetime.now(UTC) if now is None else to_utc(now)
     now_ts = int(now.timestamp())
 
-    raw = _step1_size(token, settings.case_max_token_bytes)
+    raw = step1_size(token, settings.case_max_token_bytes)
     digest = hashlib.sha256(raw).digest()
     known = VERIFIED_TOKENS.get(digest)
     if known is not None:
         claims = known.claims
-        key = _step4_key(session, {"iss": claims.iss, "jti": claims.jti}, known.alg, known.kid, now)
+        key = step4_key(session, {"iss": claims.iss, "jti": claims.jti}, known.alg, known.kid, now)
         if key.public_key == known.public_key:
             # steps 2, 3, 5, 6: the same bytes under the same key give the same answers
-            _step7_audience(claims)
+            step7_audience(claims.aud)
             _step8_time(claims, now_ts, settings)
             _step9_revocation(key, claims)
             return known.case, key.disclosures_used
 
-    parsed = _step2_parse(raw)
-    alg, kid = _step3_header_of(parsed.header_segment)
-    key = _step4_key(session, parsed.payload, alg, kid, now)
-    _step5_signature(alg, key.public_key, parsed)
+    parsed = step2_parse(raw)
+    alg, kid = step3_header_of(parsed.header_segment)
+    key = step4_key(session, parsed.payload, alg, kid, now)
+    step5_signature(alg, key.public_key, parsed)
     claims, subjects = _step6_claims(parsed.payload)
-    _step7_audience(claims)
+    step7_audience(claims.aud)
     _step8_time(claims, now_ts, settings)
     _step9_revocation(key, claims)
 
@@ -294,92 +318,98 @@ def verify_case_with_usage(
     return verified, key.disclosures_used
 
 
-def _step1_size(token: object, limit: int) -> bytes:
+def step1_size(token: object, limit: int, errs: StepErrors = CASE_ERRORS) -> bytes:
     if not isinstance(token, str):
-        raise CaseReferenceMalformed("case reference is not a string")
+        raise errs.malformed(f"{errs.noun} is not a string")
     if len(token) > limit:
-        raise CaseReferenceMalformed(f"case reference is larger than {limit} bytes")
+        raise errs.malformed(f"{errs.noun} is larger than {limit} bytes")
     try:
         raw = token.encode("ascii")
     except UnicodeEncodeError:
-        raise CaseReferenceMalformed("case reference has non-ASCII characters") from None
+        raise errs.malformed(f"{errs.noun} has non-ASCII characters") from None
     return raw
 
 
-def _step2_parse(raw: bytes) -> _Parsed:
+def step2_parse(raw: bytes, errs: StepErrors = CASE_ERRORS) -> Parsed:
     parts = raw.split(b".")
     if len(parts) != 3:
-        raise CaseReferenceMalformed("case reference must have three dot-separated segments")
-    header = _header_segment(parts[0])
+        raise errs.malformed(f"{errs.noun} must have three dot-separated segments")
+    header = header_segment(parts[0], errs)
     try:
         payload = jws.strict_json_object(jws.b64url_decode_bytes(parts[1]))
         signature = jws.b64url_decode_bytes(parts[2])
     except jws.JoseFormatError as exc:
-        raise CaseReferenceMalformed(f"case reference is malformed: {exc}") from None
-    return _Parsed(parts[0], header, payload, raw[: len(parts[0]) + 1 + len(parts[1])], signature)
+        raise errs.malformed(f"{errs.noun} is malformed: {exc}") from None
+    return Parsed(parts[0], header, payload, raw[: len(parts[0]) + 1 + len(parts[1])], signature)
 
 
 # Every token of an issuer key carries the same header segment: its parse (step 2's
 # share) and its allow-list check (step 3) are pure functions of its bytes, remembered
 # for the last few segments. Failures raise and are never remembered.
 @lru_cache(maxsize=64)
-def _header_segment(segment: bytes) -> Mapping[str, Any]:
+def header_segment(segment: bytes, errs: StepErrors = CASE_ERRORS) -> Mapping[str, Any]:
     try:
         header = jws.strict_json_object(jws.b64url_decode_bytes(segment))
     except jws.JoseFormatError as exc:
-        raise CaseReferenceMalformed(f"case reference is malformed: {exc}") from None
+        raise errs.malformed(f"{errs.noun} is malformed: {exc}") from None
     return MappingProxyType(header)
 
 
 @lru_cache(maxsize=64)
-def _step3_header_of(segment: bytes) -> tuple[str, str]:
-    """Step 3 for a header segment that step 2 parsed (see :func:`_header_segment`)."""
-    return _step3_header(_header_segment(segment))
+def step3_header_of(segment: bytes, errs: StepErrors = CASE_ERRORS) -> tuple[str, str]:
+    """Step 3 for a header segment that step 2 parsed (see :func:`header_segment`)."""
+    return step3_header(header_segment(segment, errs), errs)
 
 
-def _step3_header(header: Mapping[str, Any]) -> tuple[str, str]:
+def step3_header(header: Mapping[str, Any], errs: StepErrors = CASE_ERRORS) -> tuple[str, str]:
     forbidden = FORBIDDEN_HEADERS & header.keys()
     if forbidden:
-        raise CaseAlgorithmForbidden(
+        raise errs.algorithm(
             "header parameters that embed or point to keys, or 'crit', are not accepted: "
             + ", ".join(sorted(forbidden))
         )
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in jws.ALLOWED_ALGS:
-        raise CaseAlgorithmForbidden("alg must be EdDSA or ES256")
+        raise errs.algorithm("alg must be EdDSA or ES256")
     unknown = header.keys() - ALLOWED_HEADERS
     if unknown:
-        raise CaseReferenceMalformed("header has parameters outside the allow-list alg, kid, typ")
+        raise errs.malformed("header has parameters outside the allow-list alg, kid, typ")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
-        raise CaseReferenceMalformed("header needs a 'kid' string")
+        raise errs.malformed("header needs a 'kid' string")
     if "typ" in header and not isinstance(header["typ"], str):
-        raise CaseReferenceMalformed("header 'typ' must be a string")
+        raise errs.malformed("header 'typ' must be a string")
     return alg, kid
 
 
-def _step4_key(
-    session: Session, payload: dict[str, Any], alg: str, kid: str, now: datetime
-) -> _Key:
+def step4_key(
+    session: Session,
+    payload: dict[str, Any],
+    alg: str,
+    kid: str,
+    now: datetime,
+    *,
+    errs: StepErrors = CASE_ERRORS,
+) -> TrustedKey:
     # The issuer is named by the (not yet verified) payload; the key is looked up under
     # that exact issuer, so a key only ever vouches for tokens claiming its own issuer.
     iss = payload.get("iss")
     if not isinstance(iss, str) or not iss:
-        raise CaseReferenceMalformed("claim 'iss' must be a non-empty string")
+        raise errs.malformed("claim 'iss' must be a non-empty string")
     jti = payload.get("jti")
     row = _key_and_revocation(session, iss, kid, jti if isinstance(jti, str) else "")
     if row is None:
-        raise CaseIssuerUntrusted("no trusted key for this issuer and kid")
+        raise errs.untrusted("no trusted key for this issuer and kid")
     key_alg, public_key, not_before, not_after, key_removed, issuer_removed, revoked = row[:7]
     seen = row[7:12] if row[7] is not None else None
     if key_removed is not None or issuer_removed is not None:
-        raise CaseIssuerUntrusted("the issuer or its key is no longer trusted")
+        raise errs.untrusted("the issuer or its key is no longer trusted")
     nb, na = _stored_time(not_before), _stored_time(not_after)
     if (nb is not None and now < nb) or (na is not None and now >= na):
-        raise CaseIssuerUntrusted("the issuer key is outside its validity window")
+        raise errs.untrusted("the issuer key is outside its validity window")
     if key_alg != alg:
-        raise CaseAlgorithmForbidden("alg does not match the issuer key's algorithm")
-    return _Key(
+        raise errs.algorithm("alg does not match the issuer key's algorithm")
+    return TrustedKey(
         public_key=bytes(public_key),
         jti_revoked=bool(revoked),
         jti_seen_with=seen,
@@ -387,9 +417,11 @@ def _step4_key(
     )
 
 
-def _step5_signature(alg: str, public_key: bytes, parsed: _Parsed) -> None:
+def step5_signature(
+    alg: str, public_key: bytes, parsed: Parsed, errs: StepErrors = CASE_ERRORS
+) -> None:
     if not jws.signature_valid(alg, public_key, parsed.signing_input, parsed.signature):
-        raise CaseSignatureInvalid("case reference signature does not verify")
+        raise errs.signature(f"{errs.noun} signature does not verify")
 
 
 def _step6_claims(payload: dict[str, Any]) -> tuple[_Claims, tuple[str, ...]]:
@@ -413,9 +445,9 @@ def _step6_claims(payload: dict[str, Any]) -> tuple[_Claims, tuple[str, ...]]:
     return claims, tuple(subjects)
 
 
-def _step7_audience(claims: _Claims) -> None:
-    if claims.aud != AUDIENCE:
-        raise CaseAudienceMismatch(f"case reference is not addressed to {AUDIENCE!r}")
+def step7_audience(aud: str, errs: StepErrors = CASE_ERRORS) -> None:
+    if aud != AUDIENCE:
+        raise errs.audience(f"{errs.noun} is not addressed to {AUDIENCE!r}")
 
 
 def _step8_time(claims: _Claims, now_ts: int, settings: Settings) -> None:
@@ -432,7 +464,7 @@ def _step8_time(claims: _Claims, now_ts: int, settings: Settings) -> None:
         raise CaseNotYetValid("case reference was issued in the future")
 
 
-def _step9_revocation(key: _Key, claims: _Claims) -> None:
+def _step9_revocation(key: TrustedKey, claims: _Claims) -> None:
     if key.jti_revoked:
         raise CaseRevoked("case reference has been revoked")
     # A jti names one case reference: re-signing it with other case facts (say, a

@@ -410,3 +410,30 @@ class RequesterSubject(Base):
 
 requester_cases: Table = cast(Table, RequesterCase.__table__)
 requester_subjects: Table = cast(Table, RequesterSubject.__table__)
+
+
+# --- court orders (stays and lifts) ----------------------------------------------------
+
+
+class CourtOrder(Base):
+    """An applied court order: a stay (in force nbf <= now < exp, until a lift names it)
+    or a lift. ``scope`` is the order's scope object as canonical JSON."""
+
+    __tablename__ = "court_orders"
+
+    jti: Mapped[str] = mapped_column(String(JTI_MAX), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # stay | lift
+    iss: Mapped[str] = mapped_column(String(ISSUER_ID_MAX))
+    number: Mapped[str] = mapped_column(String(256))
+    court: Mapped[str] = mapped_column(String(256))
+    nbf: Mapped[int] = mapped_column(BigInteger)  # epoch seconds
+    exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lifts: Mapped[str | None] = mapped_column(String(JTI_MAX), nullable=True)
+    lifted_by: Mapped[str | None] = mapped_column(String(JTI_MAX), nullable=True)
+    scope: Mapped[str] = mapped_column(Text)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    applied_at: Mapped[int] = mapped_column(BigInteger)  # epoch seconds
+    leaf_index: Mapped[int] = mapped_column(BigInteger)
+
+
+court_orders: Table = cast(Table, CourtOrder.__table__)

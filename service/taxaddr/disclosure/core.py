@@ -65,6 +65,7 @@ from taxaddr.audit.leaf import (
     screen_chosen,
 )
 from taxaddr.audit.log import AppendedLeaf, append_leaf
+from taxaddr.cases.orders import Stay, stays_covering
 from taxaddr.cases.usage import reserve_disclosure
 from taxaddr.cases.verify import VerifiedCase, verify_case_with_usage
 from taxaddr.config import Settings
@@ -426,6 +427,10 @@ def _disclose(
             session,
             _leaf(who, req.request_id, ctx=ctx, outcome="disclosed", reasons=(), now=now),
         )
+        # A stay applied since the read phase: its leaf is before this one (the append
+        # serialized them), so this disclosure must not happen (rolled back, refused).
+        if _stays_covering(session, datetime.now(UTC), who, vc, req.statute):
+            raise _Refusal(PolicyDenied(["disclosure_stayed"]))
         store_accounting(session, accounting, leaf.index)
         record_case_seen(session, vc, ctx.limits)
         record_disclosed(session, who.id, ref, leaf.index, now)
@@ -538,8 +543,11 @@ def _decide(
         )
     ctx.case = vc
 
-    # 6. policy (on verified facts only; no store access before it)
-    limits_used = ctx.limits = requester_usage(session, who.id, vc, ref, datetime.now(UTC))
+    # 6. policy (on verified facts only; no store access before it). Stays are read from
+    # the database on every decision: an order applied anywhere takes effect here.
+    decided_at = datetime.now(UTC)
+    limits_used = ctx.limits = requester_usage(session, who.id, vc, ref, decided_at)
+    stays = _stays_covering(session, decided_at, who, vc, req.statute)
     engine = svc.policy_engine()
     decision = engine.decide(
         build_policy_input(
@@ -550,6 +558,7 @@ def _decide(
             disclosures_used=used,
             pseudonym_key=pseudonym_key,
             requester_usage=limits_used.policy_input(),
+            orders=[stay.policy_input() for stay in stays],
         )
     )
     ctx.policy_version = decision.policy_version
@@ -578,6 +587,7 @@ def build_policy_input(
     disclosures_used: int,
     pseudonym_key: bytes,
     requester_usage: dict[str, Any],
+    orders: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The contract's policy input, built only from verified facts (no TIN, name, address)."""
     return build_input(
@@ -585,11 +595,25 @@ def build_policy_input(
         case=vc.policy_case(pseudonym_key),
         usage=disclosures_used,
         requester_usage=requester_usage,
+        orders=orders or [],
         subject_ref=ref,
         address_complete=req.address_complete(),
         tax_periods=list(req.tax_periods),
         statute=req.statute,
         reason=req.reason,
+    )
+
+
+def _stays_covering(
+    session: Session, now: datetime, who: RequesterRecord, vc: VerifiedCase, statute: str
+) -> list[Stay]:
+    return stays_covering(
+        session,
+        now,
+        agency=who.agency,
+        statute=statute,
+        case_number=vc.number,
+        requester_id=who.id,
     )
 
 

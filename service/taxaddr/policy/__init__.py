@@ -88,6 +88,7 @@ def build_input(
     tax_periods: Sequence[str],
     statute: str,
     reason: str,
+    orders: Sequence[Mapping[str, Any]] = (),
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The contract's policy input document.
@@ -96,6 +97,7 @@ def build_input(
     ``role`` are kept); ``case`` is ``VerifiedCase.policy_case(pseudonym_key)``;
     ``usage`` the case's disclosures so far; ``requester_usage`` the requester's
     ``open_cases`` and ``subjects_24h`` (:mod:`taxaddr.disclosure.limits`);
+    ``orders`` the stays in force covering the request (:mod:`taxaddr.cases.orders`);
     ``now`` an aware datetime (default: the current time), rendered as RFC 3339 UTC to the second.
     """
     moment = datetime.now(UTC) if now is None else now
@@ -107,6 +109,7 @@ def build_input(
         "case": dict(case),
         "case_usage": {"disclosures": usage},
         "requester_usage": {k: requester_usage.get(k) for k in ("open_cases", "subjects_24h")},
+        "orders": [{k: o.get(k) for k in ("jti", "number", "court")} for o in orders],
         "request": {
             "subject_ref": subject_ref,
             "address_complete": bool(address_complete),
