@@ -41,6 +41,7 @@ from taxaddr.audit.leaf import case_number_hash
 from taxaddr.cases.verify import (
     MAX_NUMERIC_DATE,
     StepErrors,
+    TokenClaims,
     step1_size,
     step2_parse,
     step3_header_of,
@@ -97,14 +98,7 @@ class _Order(BaseModel):
     scope: _Scope = _Scope()
 
 
-class _Claims(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-    iss: Annotated[str, StringConstraints(min_length=1, max_length=255)]
-    aud: str
-    jti: _Id
-    iat: _Date
-    nbf: _Date
+class _Claims(TokenClaims):
     exp: _Date | None = None
     order: _Order
 

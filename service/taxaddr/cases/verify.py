@@ -109,9 +109,11 @@ class _CaseClaims(BaseModel):
     max_disclosures: Annotated[int, Field(gt=0, le=1_000_000)]
 
 
-class _Claims(BaseModel):
-    # Unknown top-level claims are ignored (RFC 7519 section 4); the ``case`` object is ours
-    # and takes no unknown members.
+class TokenClaims(BaseModel):
+    """The registered claims a case reference and a court order share."""
+
+    # Unknown top-level claims are ignored (RFC 7519 section 4); the ``case`` and
+    # ``order`` objects are ours and take no unknown members.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     iss: Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -119,6 +121,9 @@ class _Claims(BaseModel):
     jti: _Id
     iat: _Date
     nbf: _Date
+
+
+class _Claims(TokenClaims):
     exp: _Date
     case: _CaseClaims
 

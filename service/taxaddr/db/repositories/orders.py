@@ -50,10 +50,10 @@ def stays_in_force(session: Session, now: int) -> list[Any]:
     return list(session.execute(query).all())
 
 
-def all_orders(session: Session) -> list[Any]:
-    """Every applied order, in the order applied."""
+def _columns() -> tuple[Any, ...]:
+    """``(jti, kind, number, court, nbf, exp, lifts, lifted_by, scope, leaf_index)``."""
     o = court_orders
-    query = select(
+    return (
         o.c.jti,
         o.c.kind,
         o.c.number,
@@ -64,22 +64,14 @@ def all_orders(session: Session) -> list[Any]:
         o.c.lifted_by,
         o.c.scope,
         o.c.leaf_index,
-    ).order_by(o.c.leaf_index)
+    )
+
+
+def all_orders(session: Session) -> list[Any]:
+    """Every applied order, in the order applied."""
+    query = select(*_columns()).order_by(court_orders.c.leaf_index)
     return list(session.execute(query).all())
 
 
 def order_row(session: Session, jti: str) -> Any | None:
-    o = court_orders
-    query = select(
-        o.c.jti,
-        o.c.kind,
-        o.c.number,
-        o.c.court,
-        o.c.nbf,
-        o.c.exp,
-        o.c.lifts,
-        o.c.lifted_by,
-        o.c.scope,
-        o.c.leaf_index,
-    ).where(o.c.jti == jti)
-    return session.execute(query).first()
+    return session.execute(select(*_columns()).where(court_orders.c.jti == jti)).first()
