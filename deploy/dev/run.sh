@@ -63,16 +63,18 @@ curl --cacert $CERTS/ca.crt --cert $CERTS/tigta-overseer.crt --key $CERTS/tigta-
 # trust changes (issuer keys, requesters, revocations, KEK, policy versions) are leaves too:
 $TAXADDR audit admin-log
 
-# a court order: stay disclosures to $AGENCY (a signed stay, applied as a leaf), list
-# the orders, and lift it again (the demo request above is refused disclosure_stayed
-# while the stay is in force):
-$TAXADDR order issue --issuer dev-court --kind stay --number "1:25-cv-04321" \
+# a court order: stay disclosures to $AGENCY (a signed stay, applied as a leaf; the demo
+# request above is then refused disclosure_stayed), list the orders, write the stay's
+# signed impact list (what was disclosed in its scope before it took effect, to recall),
+# verify it, and lift the stay again:
+$TAXADDR order issue --issuer dev-court --kind stay --number "1:25-cv-04321" \\
   --court "D.D.C." --agency "$AGENCY" > var/demo-stay.jws
 $TAXADDR order apply var/demo-stay.jws
 $TAXADDR order list
-$TAXADDR order issue --issuer dev-court --kind lift --number "1:25-cv-04321" --court "D.D.C." \
-  --lifts "\$($TAXADDR order list | awk -F'\t' '\$2 == "stay" && \$7 == "yes" {print \$1; exit}')" \
-  > var/demo-lift.jws && $TAXADDR order apply var/demo-lift.jws
+STAY="\$($TAXADDR order list | awk -F'\t' '\$2 == "stay" && \$7 == "yes" {print \$1; exit}')"
+$TAXADDR order impact "\$STAY" --format pdf --out var/stay-impact.pdf && $TAXADDR report verify var/stay-impact.pdf
+$TAXADDR order issue --issuer dev-court --kind lift --number "1:25-cv-04321" --court "D.D.C." \\
+  --lifts "\$STAY" > var/demo-lift.jws && $TAXADDR order apply var/demo-lift.jws
 
 # a static C2SP tlog-tiles mirror of the log, and the key to verify it with:
 $TAXADDR audit export-tiles --out var/mirror && $TAXADDR audit vkey

@@ -278,6 +278,38 @@ def test_rolling_restart_fails_no_request(cluster: Cluster) -> None:
     assert_log_whole(c, outcomes)
 
 
+def test_a_court_stay_reaches_every_replica_and_its_lift_too(cluster: Cluster) -> None:
+    c = cluster
+    case = c.issue_case(max_disclosures=100)
+    number = json.loads(base64.urlsafe_b64decode(case.split(".")[1] + "=="))["case"]["number"]
+    identity = load_ids(c)[1]
+    for port in c.state.replica_ports:  # warm every replica with this case
+        assert send(c, port, identity, disclosure_body(case, 4)).status == 200
+    order = (
+        "order",
+        "issue",
+        "--issuer",
+        "dev-court",
+        "--number",
+        "1:25-cv-7",
+        "--court",
+        "D.D.C.",
+    )
+    stay = c.taxaddr(*order, "--kind", "stay", "--case-number", number).stdout.strip()
+    stay_jti = json.loads(c.taxaddr("order", "apply", stay).stdout)["jti"]
+    for port in c.state.replica_ports:
+        out = send(c, port, identity, disclosure_body(case, 4))
+        assert (out.status, out.code) == (403, "disclosure_stayed")
+    # other cases are not in the stay's scope
+    assert (
+        send(c, c.state.lb_port, identity, disclosure_body(c.state.cases["load"], 4)).status == 200
+    )
+    lift = c.taxaddr(*order, "--kind", "lift", "--lifts", stay_jti).stdout.strip()
+    c.taxaddr("order", "apply", lift)
+    for port in c.state.replica_ports:
+        assert send(c, port, identity, disclosure_body(case, 4)).status == 200
+
+
 def test_issuer_removal_reaches_every_replica(cluster: Cluster) -> None:
     c = cluster  # last: afterwards no case reference of dev-court is honoured
     case = c.state.cases["load"]

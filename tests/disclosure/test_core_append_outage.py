@@ -59,3 +59,15 @@ def test_other_append_failures_stay_audit_unavailable(
     monkeypatch.setattr(core, "append_leaf", _failing_append(ValueError("unencodable")))
     with pytest.raises(AuditUnavailable):
         core._append_decision(SVC, session, LEAF)  # type: ignore[arg-type]
+
+
+def test_lost_connection_under_the_accounting_insert_is_database_unavailable(
+    session: Session,
+) -> None:
+    # the same rule for the accounting record written after the leaf (a PostgreSQL
+    # stopped between the two statements was once answered 503 audit_unavailable)
+    cause = OperationalError("INSERT", (), Exception("server closed the connection"))
+    with pytest.raises(DatabaseUnavailable), core._database_outage_is_database(session):
+        raise AuditUnavailable("audit accounting record failed") from cause
+    with pytest.raises(AuditUnavailable), core._database_outage_is_database(session):
+        raise AuditUnavailable("audit accounting record failed") from ValueError("bad")

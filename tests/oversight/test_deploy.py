@@ -25,6 +25,7 @@ CONTRACT_METRICS = {
     "taxaddr_audit_verification_ok",
     "taxaddr_trust_changes",  # issue 20: trust changes are leaves
     "taxaddr_accounting_lookups_total",  # issue 19: taxpayer accounting
+    "taxaddr_orders_in_force",  # issue 19: court orders
 }
 
 

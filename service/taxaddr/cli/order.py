@@ -1,5 +1,6 @@
-"""CLI: ``taxaddr order``: apply and list court orders (stays and lifts); ``issue`` signs
-one with a locally held issuer key (dev stand-in for a court)."""
+"""CLI: ``taxaddr order``: apply and list court orders (stays and lifts), write a stay's
+signed impact list; ``issue`` signs one with a locally held issuer key (dev stand-in for
+a court)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from sqlalchemy.orm import Session
 from taxaddr.audit.admin import cli_actor
 from taxaddr.cases.order_issue import order_claims, sign_order
 from taxaddr.cases.orders import apply_order, list_orders
+from taxaddr.cli.days import day_option
+from taxaddr.cli.report import ReportFormat
 from taxaddr.db import write_transaction
 from taxaddr.errors import UsageError
+from taxaddr.reports import impact
+from taxaddr.reports.signing import signature_path
 from taxaddr.services import opened_services
 
 order_app = typer.Typer(
@@ -64,6 +69,30 @@ def order_list() -> None:
         typer.echo(
             f"{r['jti']}\t{r['kind']}\t{r['number']}\t{r['court']}\t{r['nbf']}\t{exp}\t{in_force}"
         )
+
+
+@order_app.command("impact")
+def order_impact(
+    jti: Annotated[str, typer.Argument(metavar="JTI", help="The applied stay's jti.")],
+    out: Annotated[Path, typer.Option("--out", help="list file; the signature goes to FILE.sig")],
+    since: Annotated[
+        str | None, typer.Option("--since", help="first UTC day, YYYY-MM-DD (default: all)")
+    ] = None,
+    fmt: Annotated[
+        ReportFormat, typer.Option("--format", help="json, csv or pdf")
+    ] = ReportFormat.json,
+) -> None:
+    """Write the signed recall list: disclosures inside the stay's scope made before it
+    took effect (FILE and FILE.sig; `taxaddr report verify FILE` checks it)."""
+    since_day = None if since is None else day_option(since, "--since")
+    with opened_services() as s:
+        listing = impact.write_impact(
+            s.engine, s.keystore, s.settings, jti=jti, since=since_day, fmt=fmt.value, out=out
+        )
+    typer.echo(
+        f"wrote {out} and {signature_path(out)}: {len(listing['disclosures'])} disclosures "
+        f"inside the stay's scope, checkpoint tree size {listing['checkpoint']['tree_size']}"
+    )
 
 
 @order_app.command("issue")

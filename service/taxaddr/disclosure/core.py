@@ -431,7 +431,8 @@ def _disclose(
         # serialized them), so this disclosure must not happen (rolled back, refused).
         if _stays_covering(session, datetime.now(UTC), who, vc, req.statute):
             raise _Refusal(PolicyDenied(["disclosure_stayed"]))
-        store_accounting(session, accounting, leaf.index)
+        with _database_outage_is_database(session):
+            store_accounting(session, accounting, leaf.index)
         record_case_seen(session, vc, ctx.limits)
         record_disclosed(session, who.id, ref, leaf.index, now)
         _remember_request_id(session, who.id, req.request_id, leaf.index, now)
@@ -682,12 +683,18 @@ def _append_decision(svc: DisclosureService, session: Session, leaf: LeafInput) 
     """A decision's leaf, after its policy version's ``policy_changed`` leaf if it is the
     first decision under that version (same transaction)."""
     note_policy_version(session, leaf.policy_version, svc.criminal_statutes_of)
-    try:
+    with _database_outage_is_database(session):
         return append_leaf(session, leaf)
+
+
+@contextmanager
+def _database_outage_is_database(session: Session) -> Iterator[None]:
+    """The database went away under an audit write (a lost connection, a server that
+    stopped): that is the database's outage, 503 database_unavailable like every other
+    statement of the request, not a fault of the audit log."""
+    try:
+        yield
     except AuditUnavailable as exc:
-        # The database went away under the append (a lost connection, a server that
-        # stopped): that is the database's outage, 503 database_unavailable like every
-        # other statement of the request, not a fault of the audit log.
         dbapi = session.get_bind().dialect.loaded_dbapi
         if isinstance(exc.__cause__, OperationalError | dbapi.OperationalError):
             raise DatabaseUnavailable("database unavailable") from exc

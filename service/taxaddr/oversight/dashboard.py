@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from taxaddr.audit import admin, queries
 from taxaddr.audit.summary import summarize
+from taxaddr.cases.orders import list_orders
 from taxaddr.oversight import charts
 from taxaddr.oversight.verification import VerificationResult
 
@@ -97,6 +98,12 @@ class DashboardView:
     trust_changes: list[admin.TrustChange] = field(default_factory=list)
     policy_history: list[admin.PolicyVersionInfo] = field(default_factory=list)
     accounting_lookups: int = 0  # taxpayer-accounting leaves in the period
+    orders: list[dict[str, Any]] = field(default_factory=list)  # every applied court order
+
+    @property
+    def orders_in_force(self) -> int:
+        return sum(1 for order in self.orders if order["in_force"])
+
     charts: dict[str, Markup] = field(default_factory=dict)
 
 
@@ -129,6 +136,17 @@ def _days(from_day: date, to_day: date, rows: Iterable[Mapping[str, Any]]) -> li
         day = (from_day + timedelta(days=offset)).isoformat()
         out.append(GroupCounts.of(day, acc.get(day, none)))
     return out
+
+
+def _order_row(order: dict[str, Any]) -> dict[str, Any]:
+    """An applied order as the dashboard shows it (times as UTC text)."""
+
+    def utc(ts: int | None) -> str:
+        if ts is None:
+            return "-"
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    return {**order, "nbf_text": utc(order["nbf"]), "exp_text": utc(order["exp"])}
 
 
 def build_view(
@@ -168,6 +186,7 @@ def build_view(
         trust_changes=admin.trust_changes(session, from_day, to_day),
         policy_history=admin.policy_history(session),
         accounting_lookups=queries.accounting_lookups(session, from_day, to_day),
+        orders=[_order_row(o) for o in list_orders(session, now)],
     )
     view.charts = {
         "per_day": charts.daily_bars(

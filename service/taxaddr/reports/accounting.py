@@ -24,8 +24,6 @@ commit with it. The disclosed address itself is not repeated.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -223,21 +221,8 @@ def render_accounting(
 
 def write_signed(out: Path, data: bytes, keystore: KeyStore) -> Path:
     """Write ``out`` and ``out.sig`` (Ed25519 by the report key over the exact bytes)."""
-    sig_path = out.with_name(out.name + ".sig")
-    for path, content in (
-        (out, data),
-        (sig_path, signing.signature_file_text(signing.sign(data, keystore.report_signing_key()))),
-    ):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return sig_path
+    signing.write_signed(out, data, signing.sign(data, keystore.report_signing_key()))
+    return signing.signature_path(out)
 
 
 __all__ = [

@@ -27,8 +27,6 @@ holds a TIN, name or address because none of them is ever read.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,7 +53,7 @@ from taxaddr.crypto.keystore import KeyStore
 from taxaddr.db import snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import IntegrityError, UsageError
-from taxaddr.reports import document, signing, transparency
+from taxaddr.reports import document, impact, signing, transparency
 
 LEAF_CHUNK = 1 << 14
 RowKey = tuple[str, str, str | None, str, str | None]
@@ -238,8 +236,7 @@ def write_transparency_report(
         threshold=threshold,
         fmt=fmt,
     )
-    _write_atomically(out, data)
-    _write_atomically(signature_path(out), signing.signature_file_text(signature))
+    signing.write_signed(out, data, signature)
     return report
 
 
@@ -264,25 +261,11 @@ def write_compliance_report(
         fmt=fmt,
         case_number=case_number,
     )
-    _write_atomically(out, result.data)
-    _write_atomically(signature_path(out), signing.signature_file_text(result.signature))
+    signing.write_signed(out, result.data, result.signature)
     return result
 
 
-def signature_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sig")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+signature_path = signing.signature_path
 
 
 def _case_key(case: Mapping[str, Any]) -> tuple[str, str, int, int]:
@@ -587,6 +570,9 @@ def verify_report_file(
                 session, keystore, settings, data, signature_text
             )
             check = ReportCheck(not problems, problems, "ok: transparency report verified")
+        elif impact.is_impact(data):
+            problems = impact.verify_impact(session, keystore, settings, data, signature_text)
+            check = ReportCheck(not problems, problems, "ok: order impact list verified")
         else:
             check = verify_report(session, keystore, settings, data, signature_text)
     if not check.ok:

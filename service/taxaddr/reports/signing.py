@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
+import tempfile
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -43,3 +46,26 @@ def verify(data: bytes, signature_text: str, public_key: Ed25519PublicKey) -> bo
     except InvalidSignature:
         return False
     return True
+
+
+def signature_path(path: Path) -> Path:
+    """Where a report file's detached signature goes: ``FILE.sig``."""
+    return path.with_name(path.name + ".sig")
+
+
+def write_signed(out: Path, data: bytes, signature: str) -> None:
+    """Write ``out`` and ``out.sig``, each atomically (a reader never sees half a file)."""
+    _write_atomically(out, data)
+    _write_atomically(signature_path(out), signature_file_text(signature))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -7,6 +7,7 @@ Thin edges: each route checks the role, parses its parameters, calls one functio
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,6 +21,7 @@ from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.log import read_head
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.audit.summary import check_period, parse_day, summarize
+from taxaddr.cases.orders import stays_in_force
 from taxaddr.db import write_transaction
 from taxaddr.disclosure.identity import Requester
 from taxaddr.errors import TaxaddrError
@@ -47,6 +49,7 @@ def metrics_endpoint(request: Request, _who: Scraper) -> Response:
             size = read_head(session).tree_size
             metrics.AUDIT_TREE_SIZE.set(size)
             TRUST_CHANGE_GAUGE.refresh(session, size)
+            stays_in_force(session, datetime.now(UTC))  # taxaddr_orders_in_force, now
     except (TaxaddrError, SQLAlchemyError):
         # A broken database must not hide the metrics that report it (append
         # failures, policy errors): serve them with the last known tree size.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
@@ -140,6 +140,16 @@ def leaf_of_disclosure(session: Session, disclosure_id: str) -> int | None:
     )
     found = session.execute(stmt).scalar_one_or_none()
     return None if found is None else int(found)
+
+
+def disclosure_ids(session: Session, leaf_indices: Collection[int]) -> dict[int, str]:
+    """``{leaf_index: disclosure_id}`` for those of ``leaf_indices`` that have one."""
+    if not leaf_indices:
+        return {}
+    stmt = select(audit_accounting.c.leaf_index, audit_accounting.c.disclosure_id).where(
+        audit_accounting.c.leaf_index.in_(sorted(leaf_indices))
+    )
+    return {int(i): str(d) for i, d in session.execute(stmt) if d is not None}
 
 
 def disclosed_leaves_of_subject(session: Session, subject_ref: str) -> list[tuple[int, bytes]]:
