@@ -76,6 +76,10 @@ $TAXADDR order impact "\$STAY" --format pdf --out var/stay-impact.pdf && $TAXADD
 $TAXADDR order issue --issuer dev-court --kind lift --number "1:25-cv-04321" --court "D.D.C." \\
   --lifts "\$STAY" > var/demo-lift.jws && $TAXADDR order apply var/demo-lift.jws
 
+# the public transparency report (counts below 10 shown as "<10"; signed, FILE.sig), checked:
+$TAXADDR report transparency --from "\$(date -u +%Y-%m-01)" --to "\$(date -u +%F)" \\
+  --format pdf --out var/transparency.pdf && $TAXADDR report verify var/transparency.pdf
+
 # a static C2SP tlog-tiles mirror of the log, and the key to verify it with:
 $TAXADDR audit export-tiles --out var/mirror && $TAXADDR audit vkey
 

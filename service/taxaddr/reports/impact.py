@@ -257,7 +257,7 @@ def _pdf(report: Mapping[str, Any]) -> bytes:
         pdf,
         COLUMNS,
         [tuple(str(row[c]) for c in COLUMNS) for row in report["disclosures"]],
-        (22, 18, 12, 14, 14, 12, 8),
+        (38, 29, 14, 22, 18, 24, 12),  # characters: ids and times in full
     )
     pdf.embed_file(
         bytes=rfc8785.dumps(dict(report)),
