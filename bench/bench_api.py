@@ -93,9 +93,11 @@ def build(
     cases: int,
     per_case: int,
     identities: int,
-    policy_dir: Path = REPO / "policies",
+    policy_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Create the world through the service's own code paths; returns what clients need."""
+    """Create the world through the service's own code paths; returns what clients need.
+    Without ``policy_dir``: the repository's policy with the personal limits raised
+    (``write_load_policy``), since the load goes through a few identities."""
     from taxaddr.api.runtime import engine_for, keystore_for
     from taxaddr.audit.admin import cli_actor
     from taxaddr.cases.issue import CaseSpec, sign_case_reference
@@ -108,6 +110,11 @@ def build(
     from taxaddr.migrate import upgrade
     from taxaddr.store.importer import import_file
 
+    if policy_dir is None:
+        sys.path.insert(0, str(REPO))
+        from deploy.cluster import write_load_policy
+
+        policy_dir = write_load_policy(root / "policies")
     keys = root / "keys"
     init_dev_keys(keys)
     url = f"sqlite:///{root / 'taxaddr.db'}"
@@ -453,7 +460,12 @@ def main() -> None:
     parser.add_argument(
         "--paced-rate", type=float, default=0.0, help="phase 3 rate (default: half of phase 2)"
     )
-    parser.add_argument("--policy-dir", type=Path, default=REPO / "policies")
+    parser.add_argument(
+        "--policy-dir",
+        type=Path,
+        default=None,
+        help="default: policies/ with the personal limits raised for load",
+    )
     parser.add_argument("--profile", type=int, default=300, help="0 to skip the profile")
     parser.add_argument(
         "--py-spy", action="store_true", help="sample the server with py-spy during phase 2"

@@ -82,6 +82,8 @@ def realistic_input() -> dict[str, Any]:
             "max_disclosures": 5,
         },
         "case_usage": {"disclosures": 2},
+        "requester_usage": {"open_cases": 3, "subjects_24h": 4},
+        "orders": [],
         "request": {
             "subject_ref": ref,
             "address_complete": True,

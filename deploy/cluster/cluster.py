@@ -129,6 +129,22 @@ class State:
     records: int = 0
 
 
+def write_load_policy(dst: Path) -> Path:
+    """The repository's policy copied to ``dst`` with the personal volume and caseload
+    limits raised to 1,000,000: load generators (the cluster, the benchmarks) drive many
+    subjects through a few identities, a bulk pattern the real limits (25 subjects a
+    day, 50 open cases) refuse by design. The Rego modules are unchanged."""
+    shutil.copytree(REPO / "policies", dst, dirs_exist_ok=True)
+    data_path = dst / "data.json"
+    data = json.loads(data_path.read_text())
+    policy_data = data["taxaddr"]["policy_data"]
+    for limit in ("max_subjects_per_requester_per_day", "max_open_cases_per_requester"):
+        if limit in policy_data:
+            policy_data[limit] = 1_000_000
+    data_path.write_text(json.dumps(data, indent=2) + "\n")
+    return dst
+
+
 class Cluster:
     """Start, operate and stop the topology; see the module docstring."""
 
@@ -210,14 +226,7 @@ class Cluster:
         return self.root / "policies"
 
     def _write_policy(self) -> None:
-        shutil.copytree(REPO / "policies", self.policy_dir, dirs_exist_ok=True)
-        data_path = self.policy_dir / "data.json"
-        data = json.loads(data_path.read_text())
-        policy_data = data["taxaddr"]["policy_data"]
-        for limit in ("max_subjects_per_requester_per_day", "max_open_cases_per_requester"):
-            if limit in policy_data:
-                policy_data[limit] = 1_000_000
-        data_path.write_text(json.dumps(data, indent=2) + "\n")
+        write_load_policy(self.policy_dir)
 
     @property
     def database_url(self) -> str:

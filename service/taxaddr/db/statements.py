@@ -46,8 +46,11 @@ from taxaddr.db.schema import (
     case_issuer_keys,
     case_issuers,
     case_references,
+    court_orders,
     rate_limit_buckets,
     request_ids,
+    requester_cases,
+    requester_subjects,
     requesters,
     revoked_case_jtis,
 )
@@ -249,6 +252,26 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
             ciphertext=_p("ciphertext"),
             disclosure_id=_p("disclosure_id"),
         ),
+        # -- personal limits (taxaddr.disclosure.limits): both counts and whether the
+        # case is recorded, in one round trip
+        "requester_usage": _requester_usage_stmt(),
+        "requester_subject_insert": _insert(dialect_name, requester_subjects).values(
+            leaf_index=_p("leaf_index"),
+            requester_id=_p("requester_id"),
+            subject_ref=_p("subject_ref"),
+            disclosed_at=_p("disclosed_at"),
+        ),
+        # -- court orders: the stays in force (nbf <= now < exp or no exp, not lifted)
+        "stays_in_force": select(
+            court_orders.c.jti, court_orders.c.number, court_orders.c.court, court_orders.c.scope
+        )
+        .where(
+            court_orders.c.kind == literal_column("'stay'"),
+            court_orders.c.lifted_by.is_(None),
+            court_orders.c.nbf <= _p("now"),
+            or_(court_orders.c.exp.is_(None), court_orders.c.exp > _p("now")),
+        )
+        .order_by(court_orders.c.nbf, court_orders.c.jti),
         # -- address records (the importer's executemany)
         "address_insert": _insert(dialect_name, a).values(
             {name: _p(name) for name in ADDRESS_INSERT_COLUMNS}
@@ -284,6 +307,9 @@ class Statements:
         self.audit_node_range = fixed["audit_node_range"].sql
         self.audit_leaf_json_range = fixed["audit_leaf_json_range"].sql
         self.accounting_insert = fixed["accounting_insert"].sql
+        self.requester_usage = fixed["requester_usage"].sql
+        self.requester_subject_insert = fixed["requester_subject_insert"].sql
+        self.stays_in_force = fixed["stays_in_force"].sql
         self.rate_limit_take = fixed["rate_limit_take"].sql if "rate_limit_take" in fixed else ""
         """PostgreSQL only (empty on SQLite)."""
         self.address_existing_any = (
@@ -379,6 +405,30 @@ def _rate_limit_take(dialect_name: str) -> ClauseElement:
         },
     ).returning(b.c.granted, b.c.tokens)
     return upsert
+
+
+def _requester_usage_stmt() -> ClauseElement:
+    """``(open_cases, subjects, case_recorded)`` of one requester (see
+    :func:`taxaddr.db.repositories.limits.usage`)."""
+    c, s = requester_cases, requester_subjects
+    cases = select(func.count()).where(
+        c.c.requester_id == _p("requester_id"),
+        c.c.nbf <= _p("now"),
+        c.c.exp > _p("now"),
+        c.c.jti != _p("jti"),
+        c.c.jti.not_in(select(revoked_case_jtis.c.jti)),
+    )
+    subjects = select(func.count(func.distinct(s.c.subject_ref))).where(
+        s.c.requester_id == _p("requester_id"),
+        s.c.disclosed_at > _p("since"),
+        s.c.subject_ref != _p("subject_ref"),
+    )
+    recorded = (
+        select(func.count())
+        .where(c.c.requester_id == _p("requester_id"), c.c.jti == _p("jti"))
+        .scalar_subquery()
+    )
+    return select(cases.scalar_subquery(), subjects.scalar_subquery(), recorded)
 
 
 def _address_lookup_stmt(periods: int) -> ClauseElement:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import exists, func, insert, select
 from sqlalchemy.orm import Session
 
+from taxaddr.db.driver import fetchone, statements
 from taxaddr.db.engine import insert_ignore
-from taxaddr.db.schema import (
-    RequesterCase,
-    requester_cases,
-    requester_subjects,
-    revoked_case_jtis,
-)
+from taxaddr.db.schema import RequesterCase
 
 
 def usage(
@@ -25,25 +20,15 @@ def usage(
     ``now`` (nbf <= now < exp), not revoked, other than ``jti``; ``subjects``: distinct
     subject pseudonyms disclosed to ``requester_id`` after ``since`` (epoch seconds),
     other than ``subject_ref``; ``case_recorded``: ``jti`` is already recorded for the
-    requester (its sighting need not be written again).
+    requester (its sighting need not be written again). A compiled statement
+    (``requester_usage``): it runs on every decision.
     """
-    c, s = requester_cases, requester_subjects
-    cases = select(func.count()).where(
-        c.c.requester_id == requester_id,
-        c.c.nbf <= now,
-        c.c.exp > now,
-        c.c.jti != jti,
-        c.c.jti.not_in(select(revoked_case_jtis.c.jti)),
+    row = fetchone(
+        session,
+        statements(session).requester_usage,
+        (requester_id, now, now, jti, requester_id, since, subject_ref, requester_id, jti),
     )
-    subjects = select(func.count(func.distinct(s.c.subject_ref))).where(
-        s.c.requester_id == requester_id,
-        s.c.disclosed_at > since,
-        s.c.subject_ref != subject_ref,
-    )
-    recorded = exists().where(c.c.requester_id == requester_id, c.c.jti == jti)
-    row = session.execute(
-        select(cases.scalar_subquery(), subjects.scalar_subquery(), recorded)
-    ).one()
+    assert row is not None  # noqa: S101 - a SELECT of three scalar subqueries has one row
     return int(row[0]), int(row[1]), bool(row[2])
 
 
@@ -63,11 +48,8 @@ def record_subject(
     session: Session, requester_id: str, subject_ref: str, *, leaf_index: int, at: int
 ) -> None:
     """Remember one disclosure's subject pseudonym for its requester."""
-    session.execute(
-        insert(requester_subjects).values(
-            leaf_index=leaf_index,
-            requester_id=requester_id,
-            subject_ref=subject_ref,
-            disclosed_at=at,
-        )
+    fetchone(
+        session,
+        statements(session).requester_subject_insert,
+        (leaf_index, requester_id, subject_ref, at),
     )
