@@ -486,6 +486,60 @@ def _by_reason(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
     return [(o, r, str(n)) for (o, r), n in sorted(counts.items())]
 
 
+# -- documents that carry their own JSON (transparency report, order impact list) --------
+
+
+def table_csv(
+    header: Sequence[str], rows: Iterable[Sequence[Any]], doc: Mapping[str, Any]
+) -> bytes:
+    """A CSV table, then a blank line and ``# report,<the document's RFC 8785 JSON>``:
+    the table for people, the last line for :func:`embedded_document`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    writer.writerow([])
+    writer.writerow(["# report", rfc8785.dumps(dict(doc)).decode()])
+    return out.getvalue().encode()
+
+
+def with_attachment(pdf: Any, doc: Mapping[str, Any], desc: str) -> bytes:
+    """The PDF's bytes with ``doc`` attached as :data:`PDF_ATTACHMENT` (RFC 8785 JSON),
+    which :func:`embedded_document` reads back."""
+    pdf.embed_file(
+        bytes=rfc8785.dumps(dict(doc)),
+        basename=PDF_ATTACHMENT,
+        mime_type="application/json",
+        desc=desc,
+        compress=True,
+    )
+    return bytes(pdf.output())
+
+
+def embedded_document(data: bytes, kind: str, what: str) -> dict[str, Any]:
+    """The JSON document of ``kind`` in any of its renderings: JSON itself, the last line
+    of :func:`table_csv`, or a PDF's ``report.json`` attachment; else
+    :class:`UsageError` ``not <what>``."""
+    if data.startswith(b"%PDF-"):
+        payload = _embedded_json(data)
+        if payload is None:
+            raise UsageError(f"PDF has no embedded {PDF_ATTACHMENT}")
+        data = payload
+    elif not data.lstrip().startswith(b"{"):
+        line = data.decode("utf-8", "replace").rstrip().rsplit("\n", 1)[-1]
+        rows = list(csv.reader([line]))
+        if not rows or len(rows[0]) != 2 or rows[0][0] != "# report":
+            raise UsageError(f"not {what}")
+        data = rows[0][1].encode()
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise UsageError(f"not {what}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise UsageError(f"not {what}")
+    return doc
+
+
 # -- dispatch -----------------------------------------------------------------------------
 
 

@@ -25,8 +25,6 @@ recomputed from those leaves equals the list signed.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle, queries
-from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
+from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.leaf import case_number_hash, parse_time
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.cases.orders import SCOPE_LISTS, STAY, Stay
@@ -51,6 +49,7 @@ from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.db.repositories import orders as orders_repo
 from taxaddr.errors import IntegrityError, OrderUnknown, UsageError
 from taxaddr.reports import document, signing
+from taxaddr.reports.pinned import open_pinned
 
 KIND: Final = "order_impact"
 COLUMNS: Final = (
@@ -184,14 +183,8 @@ def render(report: Mapping[str, Any], fmt: str) -> bytes:
         data: bytes = rfc8785.dumps(dict(report))
         return data
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(COLUMNS)
-        for row in report["disclosures"]:
-            writer.writerow([row[c] for c in COLUMNS])
-        writer.writerow([])
-        writer.writerow(["# report", rfc8785.dumps(dict(report)).decode()])
-        return out.getvalue().encode()
+        rows = [[row[c] for c in COLUMNS] for row in report["disclosures"]]
+        return document.table_csv(COLUMNS, rows, report)
     if fmt == "pdf":
         return _pdf(report)
     raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
@@ -199,24 +192,7 @@ def render(report: Mapping[str, Any], fmt: str) -> bytes:
 
 def parse(data: bytes) -> dict[str, Any]:
     """The impact list inside any of the three renderings (CSV and PDF carry the JSON)."""
-    if data.startswith(b"%PDF-"):
-        payload = document._embedded_json(data)
-        if payload is None:
-            raise UsageError("PDF has no embedded report.json")
-        data = payload
-    elif not data.lstrip().startswith(b"{"):
-        line = data.decode("utf-8", "replace").rstrip().rsplit("\n", 1)[-1]
-        rows = list(csv.reader([line]))
-        if not rows or len(rows[0]) != 2 or rows[0][0] != "# report":
-            raise UsageError("not an order impact list")
-        data = rows[0][1].encode()
-    try:
-        report = json.loads(data)
-    except ValueError:
-        raise UsageError("not an order impact list") from None
-    if not isinstance(report, dict) or report.get("kind") != KIND:
-        raise UsageError("not an order impact list")
-    return report
+    return document.embedded_document(data, KIND, "an order impact list")
 
 
 def is_impact(data: bytes) -> bool:
@@ -259,14 +235,7 @@ def _pdf(report: Mapping[str, Any]) -> bytes:
         [tuple(str(row[c]) for c in COLUMNS) for row in report["disclosures"]],
         (38, 29, 14, 22, 18, 24, 12),  # characters: ids and times in full
     )
-    pdf.embed_file(
-        bytes=rfc8785.dumps(dict(report)),
-        basename="report.json",
-        mime_type="application/json",
-        desc="order impact list (RFC 8785 canonical JSON)",
-        compress=True,
-    )
-    return bytes(pdf.output())
+    return document.with_attachment(pdf, report, "order impact list (RFC 8785 canonical JSON)")
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -276,27 +245,16 @@ def verify_impact(
     session: Session, keystore: KeyStore, settings: Settings, data: bytes, signature_text: str
 ) -> list[str]:
     """Problems found (empty: it verifies), in numbered steps (module docstring)."""
-    # 1. signature
-    if not signing.verify(data, signature_text, keystore.report_signing_key().public_key()):
-        return ["signature: the .sig file is not the report key's signature over this file"]
-    # 2. the signed checkpoint it cites
+    # 1. signature, 2. the signed checkpoint it cites
+    pinned = open_pinned(keystore, settings, data, signature_text, parse)
+    if isinstance(pinned, str):
+        return [pinned]
+    report, checkpoint = pinned.doc, pinned.checkpoint
     try:
-        report = parse(data)
-        cited = report["checkpoint"]
         since = None if report["since"] is None else date.fromisoformat(report["since"])
         jti = str(report["order"]["jti"])
-        checkpoint = open_checkpoint(
-            str(cited["signed_note"]), audit_verifier(keystore, settings), settings.audit_origin
-        )
-    except (UsageError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         return [f"format: {exc}"]
-    except CheckpointError as exc:
-        return [f"checkpoint: {exc.message}"]
-    if (checkpoint.tree_size, checkpoint.root_hash.hex()) != (
-        cited["tree_size"],
-        cited["root_hash"],
-    ):
-        return ["checkpoint: differs from the signed note"]
     # 3. the log's leaves under it, and 4. the list recomputed from them
     try:
         order = _applied_stay(session, jti)

@@ -23,8 +23,6 @@ then every cell and total recomputed from the leaf JSON under the checkpoint.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -37,7 +35,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle, queries
-from taxaddr.audit.checkpoint import CheckpointError, open_checkpoint
+from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.leaf import display_statute
 from taxaddr.audit.service import audit_verifier, latest_checkpoint
 from taxaddr.audit.summary import check_period
@@ -47,6 +45,7 @@ from taxaddr.db import snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import UsageError
 from taxaddr.reports import document, signing
+from taxaddr.reports.pinned import open_pinned
 
 KIND: Final = "transparency"
 DEFAULT_THRESHOLD: Final = 10
@@ -128,14 +127,8 @@ def render(report: Mapping[str, Any], fmt: str) -> bytes:
         data: bytes = rfc8785.dumps(dict(report))
         return data
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(["agency", "statute", "outcome", "count"])
-        for row in report["rows"]:
-            writer.writerow([row["agency"], row["statute"], row["outcome"], row["count"]])
-        writer.writerow([])
-        writer.writerow(["# report", rfc8785.dumps(dict(report)).decode()])
-        return out.getvalue().encode()
+        rows = [(r["agency"], r["statute"], r["outcome"], r["count"]) for r in report["rows"]]
+        return document.table_csv(("agency", "statute", "outcome", "count"), rows, report)
     if fmt == "pdf":
         return _pdf(report)
     raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
@@ -143,24 +136,7 @@ def render(report: Mapping[str, Any], fmt: str) -> bytes:
 
 def parse(data: bytes) -> dict[str, Any]:
     """The report inside any of the three renderings (CSV and PDF carry the JSON)."""
-    if data.startswith(b"%PDF-"):
-        payload = document._embedded_json(data)
-        if payload is None:
-            raise UsageError("PDF report has no embedded report.json")
-        data = payload
-    elif not data.lstrip().startswith(b"{"):
-        line = data.decode("utf-8", "replace").rstrip().rsplit("\n", 1)[-1]
-        rows = list(csv.reader([line]))
-        if not rows or len(rows[0]) != 2 or rows[0][0] != "# report":
-            raise UsageError("not a transparency report")
-        data = rows[0][1].encode()
-    try:
-        report = json.loads(data)
-    except ValueError:
-        raise UsageError("not a transparency report") from None
-    if not isinstance(report, dict) or report.get("kind") != KIND:
-        raise UsageError("not a transparency report")
-    return report
+    return document.embedded_document(data, KIND, "a transparency report")
 
 
 def _pdf(report: Mapping[str, Any]) -> bytes:
@@ -191,14 +167,9 @@ def _pdf(report: Mapping[str, Any]) -> bytes:
         [(r["agency"], r["statute"], r["outcome"], str(r["count"])) for r in report["rows"]],
         (30, 40, 15, 10),
     )
-    pdf.embed_file(
-        bytes=rfc8785.dumps(dict(report)),
-        basename="report.json",
-        mime_type="application/json",
-        desc="transparency report data (RFC 8785 canonical JSON)",
-        compress=True,
+    return document.with_attachment(
+        pdf, report, "transparency report data (RFC 8785 canonical JSON)"
     )
-    return bytes(pdf.output())
 
 
 # -- verification ----------------------------------------------------------------------------
@@ -209,26 +180,16 @@ def verify_transparency(
 ) -> list[str]:
     """Problems found (empty: it verifies). 1. signature; 2. parse; 3. checkpoint;
     4. the leaves under it hash to its root; 5. every cell and total recomputed."""
-    if not signing.verify(data, signature_text, keystore.report_signing_key().public_key()):
-        return ["signature: the .sig file is not the report key's signature over this file"]
+    pinned = open_pinned(keystore, settings, data, signature_text, parse)
+    if isinstance(pinned, str):
+        return [pinned]
+    report, checkpoint = pinned.doc, pinned.checkpoint
     try:
-        report = parse(data)
         from_day = date.fromisoformat(report["period"]["from"])
         to_day = date.fromisoformat(report["period"]["to"])
         threshold = int(report["threshold"])
-        cited = report["checkpoint"]
-        checkpoint = open_checkpoint(
-            str(cited["signed_note"]), audit_verifier(keystore, settings), settings.audit_origin
-        )
-    except (UsageError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         return [f"format: {exc}"]
-    except CheckpointError as exc:
-        return [f"checkpoint: {exc.message}"]
-    if (checkpoint.tree_size, checkpoint.root_hash.hex()) != (
-        cited["tree_size"],
-        cited["root_hash"],
-    ):
-        return ["checkpoint: differs from the signed note"]
     cells: Counter[CellKey] = Counter()
     compact = merkle.CompactRange()
     lo, hi = from_day.isoformat(), to_day.isoformat()
