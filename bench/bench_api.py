@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -65,25 +64,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 
 REPO = Path(__file__).resolve().parents[1]
-STATUTE = "8 U.S.C. 1324"
-REASON = (
-    "Subject is charged under 8 U.S.C. 1324 in this case; the arrest warrant must be "
-    "served at the subject's current residence."
-)
+sys.path.insert(0, str(REPO))  # deploy.cluster: the synthetic subjects and request body
+from deploy.cluster.client import disclosure_body as cluster_disclosure_body  # noqa: E402
+from deploy.cluster.cluster import REASON, STATUTE, person  # noqa: E402
 
-
-def _letters(n: int) -> str:
-    out = ""
-    n += 26 * 26
-    while n:
-        n, r = divmod(n, 26)
-        out += chr(65 + r)
-    return out
-
-
-def person(i: int) -> tuple[str, str]:
-    tin = f"{101 + i // 90000:03d}-{10 + (i // 1000) % 90:02d}-{1000 + i % 1000:04d}"
-    return tin, f"PERSON {_letters(i)}"
+__all__ = ["REASON", "STATUTE", "build", "person"]
 
 
 def build(
@@ -111,7 +96,6 @@ def build(
     from taxaddr.store.importer import import_file
 
     if policy_dir is None:
-        sys.path.insert(0, str(REPO))
         from deploy.cluster import write_load_policy
 
         policy_dir = write_load_policy(root / "policies")
@@ -199,26 +183,10 @@ def make_client(world: dict[str, Any], rid: str, base: str) -> httpx.Client:
 
 
 def disclosure_body(world: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A request for a random subject of a random case of ``world``."""
     c = rng.randrange(len(world["cases"]))
     i = c * world["per_case"] + rng.randrange(world["per_case"])
-    tin, name = person(i)
-    return {
-        "request_id": str(uuid.uuid4()),
-        "case_reference": world["cases"][c],
-        "subject": {
-            "tin": tin,
-            "name": name,
-            "last_known_address": {
-                "street": f"{i} Main Street",
-                "city": "Springfield",
-                "state": "IL",
-                "zip": "62701",
-            },
-        },
-        "tax_periods": ["2024"],
-        "statute": STATUTE,
-        "reason": REASON,
-    }
+    return cluster_disclosure_body(world["cases"][c], i)
 
 
 def run_phase(

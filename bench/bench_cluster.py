@@ -42,8 +42,7 @@ import loadgen
 from bench_audit import bench_appends
 from benchline import emit, quick
 
-from deploy.cluster import Cluster, person
-from deploy.cluster.cluster import REASON, STATUTE
+from deploy.cluster import Cluster, disclosure_body
 
 
 def _request_factory(case: str, subjects: int, seed: int) -> loadgen.RequestFactory:
@@ -51,24 +50,8 @@ def _request_factory(case: str, subjects: int, seed: int) -> loadgen.RequestFact
 
     def make(_conn: int) -> bytes:
         i = rng.randrange(subjects)
-        tin, name = person(i)
-        body = {
-            "request_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "case_reference": case,
-            "subject": {
-                "tin": tin,
-                "name": name,
-                "last_known_address": {
-                    "street": f"{i} Main Street",
-                    "city": "Springfield",
-                    "state": "IL",
-                    "zip": "62701",
-                },
-            },
-            "tax_periods": ["2024"],
-            "statute": STATUTE,
-            "reason": REASON,
-        }
+        request_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        body = disclosure_body(case, i, request_id)
         return loadgen.http_request("POST", "/v1/disclosures", json.dumps(body).encode())
 
     return make

@@ -36,10 +36,11 @@ class Outcome:
     error: str | None = None
 
 
-def disclosure_body(case_reference: str, i: int) -> dict[str, Any]:
+def disclosure_body(case_reference: str, i: int, request_id: str | None = None) -> dict[str, Any]:
+    """A disclosure request for the i-th synthetic subject (a fresh request_id unless given)."""
     tin, name = person(i)
     return {
-        "request_id": str(uuid.uuid4()),
+        "request_id": request_id or str(uuid.uuid4()),
         "case_reference": case_reference,
         "subject": {
             "tin": tin,
