@@ -17,7 +17,7 @@ from taxaddr.audit.admin import cli_actor
 from taxaddr.cases.order_issue import order_claims, sign_order
 from taxaddr.cases.orders import apply_order, list_orders
 from taxaddr.cli.days import day_option
-from taxaddr.cli.report import ReportFormat
+from taxaddr.cli.report import Format, OutFile, ReportFormat
 from taxaddr.db import write_transaction
 from taxaddr.errors import UsageError
 from taxaddr.reports import impact
@@ -74,13 +74,11 @@ def order_list() -> None:
 @order_app.command("impact")
 def order_impact(
     jti: Annotated[str, typer.Argument(metavar="JTI", help="The applied stay's jti.")],
-    out: Annotated[Path, typer.Option("--out", help="list file; the signature goes to FILE.sig")],
+    out: OutFile,
     since: Annotated[
         str | None, typer.Option("--since", help="first UTC day, YYYY-MM-DD (default: all)")
     ] = None,
-    fmt: Annotated[
-        ReportFormat, typer.Option("--format", help="json, csv or pdf")
-    ] = ReportFormat.json,
+    fmt: Format = ReportFormat.json,
 ) -> None:
     """Write the signed recall list: disclosures inside the stay's scope made before it
     took effect (FILE and FILE.sig; `taxaddr report verify FILE` checks it)."""

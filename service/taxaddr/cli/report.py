@@ -23,15 +23,20 @@ class ReportFormat(StrEnum):
     pdf = "pdf"
 
 
+# The options every signed document takes (reports, a stay's impact list).
+FromDay = Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")]
+ToDay = Annotated[str, typer.Option("--to", help="last UTC day, YYYY-MM-DD (inclusive)")]
+OutFile = Annotated[Path, typer.Option("--out", help="report file; the signature goes to FILE.sig")]
+Format = Annotated[ReportFormat, typer.Option("--format", help="json, csv or pdf")]
+
+
 @report_app.command("compliance")
 def report_compliance(
-    from_: Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")],
-    to: Annotated[str, typer.Option("--to", help="last UTC day, YYYY-MM-DD (inclusive)")],
-    out: Annotated[Path, typer.Option("--out", help="report file; the signature goes to FILE.sig")],
+    from_: FromDay,
+    to: ToDay,
+    out: OutFile,
     case: Annotated[str | None, typer.Option("--case", help="only this case number")] = None,
-    fmt: Annotated[
-        ReportFormat, typer.Option("--format", help="json, csv or pdf")
-    ] = ReportFormat.json,
+    fmt: Format = ReportFormat.json,
 ) -> None:
     """Write a signed compliance report (FILE and its detached Ed25519 signature FILE.sig)."""
     from_day, to_day = day_option(from_, "--from"), day_option(to, "--to")
@@ -56,15 +61,13 @@ def report_compliance(
 
 @report_app.command("transparency")
 def report_transparency(
-    from_: Annotated[str, typer.Option("--from", help="first UTC day, YYYY-MM-DD (inclusive)")],
-    to: Annotated[str, typer.Option("--to", help="last UTC day, YYYY-MM-DD (inclusive)")],
-    out: Annotated[Path, typer.Option("--out", help="report file; the signature goes to FILE.sig")],
+    from_: FromDay,
+    to: ToDay,
+    out: OutFile,
     threshold: Annotated[
         int, typer.Option("--threshold", min=1, help="counts below it are shown as <K")
     ] = 10,
-    fmt: Annotated[
-        ReportFormat, typer.Option("--format", help="json, csv or pdf")
-    ] = ReportFormat.json,
+    fmt: Format = ReportFormat.json,
 ) -> None:
     """Write the signed public transparency report (small cells suppressed)."""
     from_day, to_day = day_option(from_, "--from"), day_option(to, "--to")
