@@ -495,3 +495,44 @@ def test_with_a_client_ca_the_witness_requires_a_client_certificate(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_connections_over_the_bound_are_closed_and_the_witness_recovers(
+    key: CosignerKey, state: WitnessState
+) -> None:
+    """Silent connections hold at most ``max_connections`` threads; one more is closed
+    at once, and once they go the witness answers again."""
+    import socket
+    import threading
+
+    from taxaddr.witness import server as witness_server
+
+    log = Log()
+    srv = witness_server.make_server(
+        witness_server.Witness(key, {ORIGIN: [log.verifier]}, state),
+        "127.0.0.1",
+        0,
+        max_connections=2,
+    )
+    port = srv.server_address[1]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        deadline = time.monotonic() + 5
+        while srv._slots._value > 0 and time.monotonic() < deadline:  # both accepted
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            assert extra.recv(1) == b""  # closed unanswered, at once
+        assert srv.refused == 1
+        for conn in silent:
+            conn.close()
+        deadline = time.monotonic() + 5
+        while srv._slots._value < 2 and time.monotonic() < deadline:  # threads ended
+            time.sleep(0.01)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            assert client.post("/add-checkpoint", content=log.request(0, 2)).status_code == 200
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=10)

@@ -1,4 +1,5 @@
-"""``taxaddr witness serve``: the witness over HTTP (stdlib server, one thread a request).
+"""``taxaddr witness serve``: the witness over HTTP (stdlib server, one thread a
+connection, at most :data:`MAX_CONNECTIONS` at once: the next one is closed at once).
 
 ``POST /add-checkpoint`` only (tlog-witness); anything else is 404/405. TLS with an
 optional client-certificate requirement when given a certificate; plain HTTP only on
@@ -12,10 +13,12 @@ import json
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from taxaddr.audit.checkpoint import Verifier
 from taxaddr.audit.cosignature import CosignerKey
@@ -24,6 +27,37 @@ from taxaddr.witness.protocol import MAX_BODY_BYTES, Answer, add_checkpoint
 from taxaddr.witness.state import WitnessState
 
 PATH = "/add-checkpoint"
+# Connections served at once. A log sends one checkpoint per interval; each connection
+# holds a thread for up to the handler's 30 s timeout, so without a bound a client
+# opening connections and staying silent would grow the witness's threads without end.
+MAX_CONNECTIONS = 64
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """One thread a connection, at most ``max_connections`` of them; a connection over
+    the bound is closed unanswered (the log retries at its next interval)."""
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class Witness:
@@ -38,7 +72,9 @@ class Witness:
         return add_checkpoint(body, self.logs, self.state, self.key, int(time.time()))
 
 
-def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(
+    witness: Witness, host: str, port: int, *, max_connections: int = MAX_CONNECTIONS
+) -> BoundedServer:
     class Handler(BaseHTTPRequestHandler):
         server_version = "taxaddr-witness"
         sys_version = ""
@@ -100,7 +136,7 @@ def make_server(witness: Witness, host: str, port: int) -> ThreadingHTTPServer:
             event = {"event": "witness_request", "line": format % args}
             sys.stderr.write(json.dumps(event) + "\n")
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return BoundedServer((host, port), Handler, max_connections)
 
 
 def _is_loopback(host: str) -> bool:
@@ -124,10 +160,11 @@ def make_tls_server(
     cert: Path,
     key: Path | None = None,
     client_ca: Path | None = None,
-) -> ThreadingHTTPServer:
+    max_connections: int = MAX_CONNECTIONS,
+) -> BoundedServer:
     """The witness over TLS (client certificates required when ``client_ca`` is given);
     each connection's handshake happens in its own thread (:meth:`Handler.handle`)."""
-    server = make_server(witness, host, port)
+    server = make_server(witness, host, port, max_connections=max_connections)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(str(cert), str(key) if key else None)
