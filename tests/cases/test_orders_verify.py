@@ -134,6 +134,7 @@ def _cases(orders: TokenMaker) -> list[tuple[str, str, str]]:
         ("step6-stay-that-lifts", orders.make(claims=stay_claims(lifts="x")), MAL),
         ("step6-exp-before-nbf", orders.make(exp=NOW_TS - 120), MAL),
         ("step6-no-number", orders.make(claims=stay_claims(number="")), MAL),
+        ("step6-tin-shaped-jti", orders.make(jti="212-55-1234"), MAL),
         # 7. audience
         ("step7-audience", orders.make(aud="elsewhere"), "order_audience_mismatch"),
         # 8. time
@@ -148,7 +149,8 @@ LABELS = [
     "step3-unknown-header", "step3-no-kid", "step4-unknown-issuer", "step4-unknown-kid",
     "step4-alg-not-the-keys", "step5-wrong-key", "step5-tampered-scope", "step6-bad-kind",
     "step6-unknown-member", "step6-scope-not-a-list", "step6-lift-without-target",
-    "step6-stay-that-lifts", "step6-exp-before-nbf", "step6-no-number", "step7-audience",
+    "step6-stay-that-lifts", "step6-exp-before-nbf", "step6-no-number",
+    "step6-tin-shaped-jti", "step7-audience",
     "step8-expired", "step8-issued-in-the-future",
 ]  # fmt: skip
 

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from taxaddr import metrics
 from taxaddr.audit import admin
-from taxaddr.audit.leaf import case_number_hash
+from taxaddr.audit.leaf import case_number_hash, screen_chosen
 from taxaddr.cases.verify import (
     MAX_NUMERIC_DATE,
     StepErrors,
@@ -176,6 +176,9 @@ def _step6_claims(payload: dict[str, Any]) -> _Claims:
         raise OrderMalformed(f"claim {where}: {first['type']}") from None
     if claims.exp is not None and claims.exp <= claims.nbf:
         raise OrderMalformed("claim exp must be later than nbf")
+    # The jti is the order's leaf's target: a TIN-shaped one could never be logged.
+    if not screen_chosen(claims.jti, None):
+        raise OrderMalformed("claim jti looks like a TIN")
     if claims.order.kind == LIFT and claims.order.lifts is None:
         raise OrderMalformed("a lift must name the stay it lifts (order.lifts)")
     if claims.order.kind == STAY and claims.order.lifts is not None:
