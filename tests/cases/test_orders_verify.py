@@ -135,6 +135,7 @@ def _cases(orders: TokenMaker) -> list[tuple[str, str, str]]:
         ("step6-exp-before-nbf", orders.make(exp=NOW_TS - 120), MAL),
         ("step6-no-number", orders.make(claims=stay_claims(number="")), MAL),
         ("step6-tin-shaped-jti", orders.make(jti="212-55-1234"), MAL),
+        ("step6-control-character", orders.make(claims=stay_claims(court="D.D.C.\tx")), MAL),
         # 7. audience
         ("step7-audience", orders.make(aud="elsewhere"), "order_audience_mismatch"),
         # 8. time
@@ -150,7 +151,7 @@ LABELS = [
     "step4-alg-not-the-keys", "step5-wrong-key", "step5-tampered-scope", "step6-bad-kind",
     "step6-unknown-member", "step6-scope-not-a-list", "step6-lift-without-target",
     "step6-stay-that-lifts", "step6-exp-before-nbf", "step6-no-number",
-    "step6-tin-shaped-jti", "step7-audience",
+    "step6-tin-shaped-jti", "step6-control-character", "step7-audience",
     "step8-expired", "step8-issued-in-the-future",
 ]  # fmt: skip
 

@@ -73,7 +73,14 @@ ORDER_ERRORS = StepErrors(
 STAY, LIFT = "stay", "lift"
 SCOPE_LISTS = ("agencies", "statutes", "case_numbers", "requesters")
 
-_Text = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
+# Printable text with something in it: an order's number, court and scope entries are
+# printed in `order list` (tab-separated), the dashboard and the impact list.
+_Text = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
+    ),
+]
 _Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[!-~]+$")]
 _Date = Annotated[int, Field(ge=0, le=MAX_NUMERIC_DATE)]
 _List = Annotated[list[_Text], Field(max_length=1000)]
