@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy.pool import StaticPool
 
 from taxaddr.config import Settings
 from taxaddr.db import (
@@ -95,3 +96,26 @@ def test_a_rolled_back_write_leaves_nothing(db_url: str, keys_dir: Path) -> None
             assert requesters.by_fingerprint(pinned, "bob".ljust(64, "0")) is None
         finally:
             database.unpin(pinned)
+
+
+def test_a_bulk_writer_gives_its_connection_back_with_its_own_settings(tmp_path: Path) -> None:
+    """The importer's bulk settings (64 MB page cache, rare checkpoints, no memory map)
+    must not stay on the pooled connection that later serves requests."""
+    from taxaddr.db import make_engine
+    from taxaddr.db.engine import SQLITE_MMAP_BYTES, bulk_write_connection
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'bulk.db'}", poolclass=StaticPool)
+
+    def settings() -> tuple[int, int, int]:
+        with engine.connect() as conn:
+            return tuple(  # type: ignore[return-value]
+                int(conn.exec_driver_sql(f"PRAGMA {name}").scalar_one())
+                for name in ("cache_size", "wal_autocheckpoint", "mmap_size")
+            )
+
+    before = settings()
+    assert before[2] == SQLITE_MMAP_BYTES
+    with bulk_write_connection(engine) as conn:
+        assert int(conn.exec_driver_sql("PRAGMA cache_size").scalar_one()) != before[0]
+    assert settings() == before
+    engine.dispose()
