@@ -32,6 +32,7 @@ echo "== demo identities (certificates in $CERTS)"
 "$TAXADDR" requester add --id tigta-overseer --agency TIGTA --role oversight --issue-cert "$CERTS"
 "$TAXADDR" requester add --id prometheus --agency TIGTA --role monitor --issue-cert "$CERTS"
 "$TAXADDR" requester add --id irs-disclosure-officer --agency IRS --role disclosure_officer --issue-cert "$CERTS"
+"$TAXADDR" requester add --id irs-orders-clerk --agency IRS --role admin --issue-cert "$CERTS"
 echo "== demo case reference (var/demo-case.jws)"
 "$TAXADDR" case issue --issuer dev-court --case-number "1:26-cr-00123" --court "D.D.C." \
   --proceeding criminal --statute "$STATUTE" --agency "$AGENCY" --requester "$REQUESTER" \
@@ -73,8 +74,12 @@ $TAXADDR order apply var/demo-stay.jws
 $TAXADDR order list
 STAY="\$($TAXADDR order list | awk -F'\t' '\$2 == "stay" && \$7 == "yes" {print \$1; exit}')"
 $TAXADDR order impact "\$STAY" --format pdf --out var/stay-impact.pdf && $TAXADDR report verify var/stay-impact.pdf
+# (the lift over the API instead, as the IRS's orders clerk, role admin: 201 and its leaf)
 $TAXADDR order issue --issuer dev-court --kind lift --number "1:25-cv-04321" --court "D.D.C." \\
-  --lifts "\$STAY" > var/demo-lift.jws && $TAXADDR order apply var/demo-lift.jws
+  --lifts "\$STAY" > var/demo-lift.jws
+curl --cacert $CERTS/ca.crt --cert $CERTS/irs-orders-clerk.crt --key $CERTS/irs-orders-clerk.key \\
+  -H 'content-type: application/json' https://$HOST:$PORT/v1/orders \\
+  -d '{"order": "'\$(cat var/demo-lift.jws)'"}'
 
 # the public transparency report (counts below 10 shown as "<10"; signed, FILE.sig), checked:
 $TAXADDR report transparency --from "\$(date -u +%Y-%m-01)" --to "\$(date -u +%F)" \\

@@ -88,7 +88,7 @@ def order_impact(
             s.engine, s.keystore, s.settings, jti=jti, since=since_day, fmt=fmt.value, out=out
         )
     typer.echo(
-        f"wrote {out} and {signature_path(out)}: {len(listing['disclosures'])} disclosures "
+        f"wrote {out} and {signature_path(out)}: {len(listing['disclosures'])} disclosure(s) "
         f"inside the stay's scope, checkpoint tree size {listing['checkpoint']['tree_size']}"
     )
 
