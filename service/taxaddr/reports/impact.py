@@ -38,9 +38,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle, queries
-from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.leaf import case_number_hash, parse_time
-from taxaddr.audit.service import audit_verifier, latest_checkpoint
+from taxaddr.audit.service import latest_checkpoint
 from taxaddr.cases.orders import SCOPE_LISTS, STAY, Stay
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore
@@ -49,7 +48,7 @@ from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.db.repositories import orders as orders_repo
 from taxaddr.errors import IntegrityError, OrderUnknown, UsageError
 from taxaddr.reports import document, signing
-from taxaddr.reports.pinned import open_pinned
+from taxaddr.reports.pinned import cite, open_pinned
 
 KIND: Final = "order_impact"
 COLUMNS: Final = (
@@ -158,7 +157,7 @@ def build_impact(
 ) -> dict[str, Any]:
     """The impact list of the applied stay ``jti`` under the signed checkpoint ``note``."""
     order = _applied_stay(session, jti)
-    checkpoint = open_checkpoint(note, audit_verifier(keystore, settings), settings.audit_origin)
+    checkpoint, cited = cite(keystore, settings, note)
     root, disclosures = _impacted(session, order, since, checkpoint.tree_size)
     if root != checkpoint.root_hash:
         raise IntegrityError("the audit log's leaves do not hash to the signed checkpoint")
@@ -166,11 +165,7 @@ def build_impact(
         "kind": KIND,
         "order": order.as_dict(),
         "since": since.isoformat() if since is not None else None,
-        "checkpoint": {
-            "tree_size": checkpoint.tree_size,
-            "root_hash": checkpoint.root_hash.hex(),
-            "signed_note": note,
-        },
+        "checkpoint": cited,
         "disclosures": disclosures,
     }
 

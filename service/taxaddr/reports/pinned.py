@@ -18,6 +18,18 @@ from taxaddr.errors import UsageError
 from taxaddr.reports import signing
 
 
+def cite(keystore: KeyStore, settings: Settings, note: str) -> tuple[Checkpoint, dict[str, Any]]:
+    """A signed checkpoint ``note`` opened, and the ``checkpoint`` member that cites it
+    in a document (``tree_size``, ``root_hash`` hex, ``signed_note``)."""
+    checkpoint = open_checkpoint(note, audit_verifier(keystore, settings), settings.audit_origin)
+    cited = {
+        "tree_size": checkpoint.tree_size,
+        "root_hash": checkpoint.root_hash.hex(),
+        "signed_note": note,
+    }
+    return checkpoint, cited
+
+
 @dataclass(frozen=True)
 class Pinned:
     doc: dict[str, Any]

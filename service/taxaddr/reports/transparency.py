@@ -35,9 +35,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from taxaddr.audit import merkle, queries
-from taxaddr.audit.checkpoint import open_checkpoint
 from taxaddr.audit.leaf import display_statute
-from taxaddr.audit.service import audit_verifier, latest_checkpoint
+from taxaddr.audit.service import latest_checkpoint
 from taxaddr.audit.summary import check_period
 from taxaddr.config import Settings
 from taxaddr.crypto.keystore import KeyStore
@@ -45,7 +44,7 @@ from taxaddr.db import snapshot_session, write_transaction
 from taxaddr.db.repositories import audit as audit_repo
 from taxaddr.errors import UsageError
 from taxaddr.reports import document, signing
-from taxaddr.reports.pinned import open_pinned
+from taxaddr.reports.pinned import cite, open_pinned
 
 KIND: Final = "transparency"
 DEFAULT_THRESHOLD: Final = 10
@@ -103,16 +102,12 @@ def build_transparency(
     if not 1 <= threshold <= 1_000_000:
         raise UsageError("--threshold must be between 1 and 1000000")
     note = note or latest_checkpoint(session, keystore, settings)
-    checkpoint = open_checkpoint(note, audit_verifier(keystore, settings), settings.audit_origin)
+    checkpoint, cited = cite(keystore, settings, note)
     rows, totals = publish(_cells(session, from_day, to_day, checkpoint.tree_size), threshold)
     return {
         "kind": KIND,
         "period": {"from": from_day.isoformat(), "to": to_day.isoformat()},
-        "checkpoint": {
-            "tree_size": checkpoint.tree_size,
-            "root_hash": checkpoint.root_hash.hex(),
-            "signed_note": note,
-        },
+        "checkpoint": cited,
         "threshold": threshold,
         "totals": totals,
         "rows": rows,
