@@ -84,11 +84,12 @@ def _subtree_hashes(leaf_hashes: Sequence[bytes]) -> list[bytes]:
 def perfect_root(leaf_hashes: Sequence[bytes]) -> bytes:
     """Root of a perfect subtree (its length is a power of two), level by level."""
     level = list(leaf_hashes)
+    if len(level) & (len(level) - 1) or not level:
+        raise ValueError("a perfect subtree has a power-of-two number of leaves")
     while len(level) > 1:
-        level = [
-            _sha256(NODE_PREFIX + a + b).digest()
-            for a, b in zip(level[0::2], level[1::2], strict=True)
-        ]
+        # zip of one iterator with itself: (l0, l1), (l2, l3), ... (even: checked above)
+        pairs = iter(level)
+        level = [_sha256(NODE_PREFIX + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
     return level[0]
 
 

@@ -69,10 +69,16 @@ def scan_chunk(datas: Sequence[bytes], start: int, cuts: Sequence[int]) -> Chunk
     if not datas:
         return ChunkResult(start, end, True, ())
     marker = INDEX_MARKER
-    if [i for i, d in enumerate(datas, start) if marker % i not in d]:
+    if [i for i, d in enumerate(datas, start) if d.find(marker % i) < 0]:
         return ChunkResult(start, end, False, ())
-    sha256 = hashlib.sha256
-    hashes = [sha256(b"\x00" + d).digest() for d in datas]
+    # RFC 6962 leaf hashes: SHA-256(0x00 || leaf), from a copy of the prefix's state
+    # (cheaper than concatenating each leaf behind the prefix byte).
+    prefix = hashlib.sha256(merkle.LEAF_PREFIX)
+    hashes = []
+    for d in datas:
+        h = prefix.copy()
+        h.update(d)
+        hashes.append(h.digest())
     subtrees: list[tuple[int, bytes]] = []
     segment_start = start
     for cut in sorted({*(c for c in cuts if start < c < end), end}):
