@@ -13,7 +13,9 @@ import datetime as dt
 import json
 import threading
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from taxaddr.audit.admin import Actor
@@ -24,7 +26,7 @@ from taxaddr.crypto.keystore import DEV_ISSUER_ID
 from taxaddr.db.repositories import orders as orders_repo
 from taxaddr.disclosure.core import DisclosureService, disclose_async
 from taxaddr.disclosure.outcome import Caller, Outcome, Refused
-from tests.api.apikit import JANE, World, body, leaves, tree_size
+from tests.api.apikit import JANE, World, body, build_world, cleanup, leaves, tree_size
 from tests.disclosure.test_core import agent, der
 from tests.disclosure.test_group_commit import _service
 
@@ -62,6 +64,20 @@ async def _decided_then_stayed(
 def test_requests_decided_before_a_stay_are_refused_when_their_leaf_follows_it(
     world: World,
 ) -> None:
+    _decided_before_written_after(world)
+
+
+@pytest.mark.postgres
+def test_the_same_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    world = build_world(tmp_path / "world", database_url=pg_url)
+    world.identity("agent-1")
+    try:
+        _decided_before_written_after(world)
+    finally:
+        cleanup()
+
+
+def _decided_before_written_after(world: World) -> None:
     svc = _service(world)
     try:
         case = world.case(number="1:26-cr-05555", max_disclosures=100)
