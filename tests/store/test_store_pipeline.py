@@ -6,18 +6,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.orm import Session
 
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.errors import DatabaseUnavailable
 from taxaddr.store.importer import (
     BATCHES_IN_FLIGHT,
+    SEAL_CHUNK,
     BatchWriter,
     ImportReport,
     ImportRow,
     import_file,
 )
-from taxaddr.store.sample import write_sample
+from taxaddr.store.lookup import lookup_address
+from taxaddr.store.sample import generate, write_sample
 
 
 class GatedWriter(BatchWriter):
@@ -94,3 +97,37 @@ def test_first_failed_batch_stops_the_import_and_a_rerun_completes_it(
     assert again.ok
     assert (again.inserted, again.unchanged) == (70, 30)
     assert _count(engine) == 100
+
+
+def test_batches_larger_than_a_seal_chunk_share_one_connection_and_open(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    """Batches of several seal chunks stream into the insert; every record opens; one
+    connection serves every batch and is returned at the end (re-import: unchanged)."""
+    rows = 2 * SEAL_CHUNK + 37
+    data = tmp_path / "rows.csv"
+    write_sample(data, rows, seed=5, demo=False)
+    checkouts: list[int] = []
+
+    def count_checkout(*_args: object) -> None:
+        checkouts.append(1)
+
+    event.listen(engine.pool, "checkout", count_checkout)
+    try:
+        report = import_file(engine, keystore, data, batch_size=2 * SEAL_CHUNK)
+    finally:
+        event.remove(engine.pool, "checkout", count_checkout)
+    assert report.ok
+    assert (report.inserted, report.batches) == (rows, 2)
+    if engine.dialect.name == "postgresql":
+        assert len(checkouts) == 1  # one connection for both batches
+    assert engine.pool.checkedout() == 0  # and returned
+    assert _count(engine) == rows
+    with Session(engine) as s:
+        for rec in list(generate(rows, seed=5, demo=False))[:: SEAL_CHUNK // 5]:
+            got = lookup_address(
+                s, keystore, tin=rec.tin, name=rec.name, tax_periods=[rec.tax_period]
+            )
+            assert got.street
+    again = import_file(engine, keystore, data, batch_size=2 * SEAL_CHUNK)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, rows)

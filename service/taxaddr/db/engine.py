@@ -183,6 +183,8 @@ def write_transaction(engine: Engine) -> Iterator[Session]:
 
 # Serializes bulk writers on PostgreSQL (SQLite's BEGIN IMMEDIATE does the same).
 _PG_BULK_WRITER_LOCK = 0x7461786164647201
+PG_BULK_WRITER_LOCK = _PG_BULK_WRITER_LOCK
+"""The advisory lock key every bulk writer's PostgreSQL transaction takes first."""
 _SQLITE_BULK_CACHE_KIB = 64 * 1024
 _SQLITE_BULK_CHECKPOINT_PAGES = 16_384
 _SQLITE_BULK_MMAP_BYTES = 0
@@ -224,6 +226,48 @@ def bulk_write_connection(engine: Engine) -> Iterator[Connection]:
                 yield conn
     except OperationalError as exc:
         raise DatabaseUnavailable("database unavailable") from exc
+
+
+class BulkWrites:
+    """The write transactions of one bulk writer (the importer), one after another.
+
+    SQLite: each is a :func:`bulk_write_connection`. PostgreSQL: one connection is
+    held for all of them: a pool checkout (with its pre-ping) and a lock statement of
+    its own per transaction cost more round trips than a batch's reads. The caller
+    takes the bulk writers' lock (:data:`PG_BULK_WRITER_LOCK`, ``pg_advisory_xact_lock``)
+    as the first statement of each PostgreSQL transaction, pipelined with its first
+    reads (:meth:`taxaddr.db.repositories.addresses.Upserts.prepare`). :meth:`close`
+    returns the connection.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = is_sqlite(engine)
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        if self.sqlite:
+            with bulk_write_connection(self.engine) as conn:
+                yield conn
+            return
+        try:
+            held = self._conn
+            if held is None or held.closed or held.invalidated:
+                self.close()
+                held = self._conn = self.engine.connect()
+            conn = held
+            with conn.begin():
+                yield conn
+        except OperationalError as exc:
+            raise DatabaseUnavailable("database unavailable") from exc
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(SQLAlchemyError):  # a broken connection is dropped anyway
+                conn.close()
 
 
 def snapshot_session(engine: Engine) -> Session:

@@ -151,6 +151,9 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
             "address_existing_any": select(
                 a.c.id, a.c.blind_index, a.c.tax_period, a.c.as_of
             ).where(a.c.blind_index == any_(bindparam("blind_indexes"))),
+            # the importer's first statements of a batch (pipelined in one round trip)
+            "bulk_writer_lock": select(func.pg_advisory_xact_lock(bindparam("lock_key"))),
+            "address_max_id": select(func.coalesce(func.max(a.c.id), literal_column("0"))),
         }
         if dialect_name == "postgresql"
         else {}
@@ -316,6 +319,10 @@ class Statements:
             fixed["address_existing_any"].sql if "address_existing_any" in fixed else ""
         )
         """PostgreSQL only (empty on SQLite)."""
+        self.bulk_writer_lock = fixed["bulk_writer_lock"].sql if "bulk_writer_lock" in fixed else ""
+        """PostgreSQL only: the bulk writers' transaction-scoped advisory lock (its key)."""
+        self.address_max_id = fixed["address_max_id"].sql if "address_max_id" in fixed else ""
+        """PostgreSQL only: the highest address record id (0 if none)."""
         self.address_copy = (
             f"COPY {address_records.name} ({', '.join(ADDRESS_INSERT_COLUMNS)}) "
             "FROM STDIN (FORMAT BINARY)"

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from taxaddr.db.driver import _sqlalchemy_errors, fetchall
+from taxaddr.db.engine import PG_BULK_WRITER_LOCK
 from taxaddr.db.schema import address_records
 from taxaddr.db.statements import ADDRESS_COLUMNS, ADDRESS_COPY_TYPES, statements_for
 from taxaddr.errors import DatabaseUnavailable
@@ -68,16 +70,44 @@ class Upserts:
     def next_id(self, conn: Connection) -> int:
         return int(conn.execute(_MAX_ID).scalar_one()) + 1
 
-    def insert(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Rows in the order of :data:`taxaddr.db.statements.ADDRESS_INSERT_COLUMNS`.
+    def prepare(self, conn: Connection, keys: Sequence[bytes]) -> tuple[list[Any], int]:
+        """A batch's first reads: :meth:`existing` of ``keys`` and :meth:`next_id`.
 
-        PostgreSQL: one binary ``COPY … FROM STDIN`` streamed from the rows (several
-        times faster than a pipelined ``executemany``); SQLite: ``executemany``.
+        PostgreSQL (a :class:`taxaddr.db.BulkWrites` transaction, which takes no lock of
+        its own): the bulk writers' advisory lock, then both reads, sent in one round
+        trip (psycopg's pipeline mode). Each statement still runs in order, after the
+        lock is granted, with its own snapshot (READ COMMITTED): the highest id is read
+        after every earlier bulk writer committed.
         """
         if not self.postgres:
-            conn.exec_driver_sql(self.sql.address_insert, rows)
+            return self.existing(conn, keys), self.next_id(conn)
+        sql = self.sql
+        driver = conn.connection.driver_connection
+        assert driver is not None  # noqa: S101 - a checked-out connection has its driver's
+        with _sqlalchemy_errors(conn.dialect, sql.address_existing_any, ()):
+            with driver.pipeline():
+                driver.execute(sql.bulk_writer_lock, (PG_BULK_WRITER_LOCK,))
+                found = driver.execute(sql.address_existing_any, (list(keys),))
+                top = driver.execute(sql.address_max_id)
+            existing = found.fetchall()
+            row = top.fetchone()
+        assert row is not None  # noqa: S101 - an aggregate always has its row
+        return existing, int(row[0]) + 1
+
+    def insert(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Rows in the order of :data:`taxaddr.db.statements.ADDRESS_INSERT_COLUMNS`.
+
+        PostgreSQL: one binary ``COPY … FROM STDIN`` streamed from the rows as they come
+        (several times faster than a pipelined ``executemany``; the server stores the
+        first rows while later ones are still being sealed); SQLite: ``executemany``.
+        """
+        if not self.postgres:
+            conn.exec_driver_sql(self.sql.address_insert, list(rows))
             return
         cursor = conn.connection.cursor()
+        # bytea by the C dumper of bytes (this cursor only): the one psycopg finds by the
+        # type's name, its DB-API ``Binary`` wrapper's, is Python code, 4 calls a row
+        cursor.adapters.register_dumper(bytes, BytesBinaryDumper)
         try:
             with (
                 _sqlalchemy_errors(conn.dialect, self.sql.address_copy, ()),
