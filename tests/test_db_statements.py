@@ -61,8 +61,10 @@ FIXED = {
     "address_update": (*ADDRESS_UPDATE_COLUMNS, "record_id"),
     "rate_limit_take": ("key", "capacity", *("capacity", "per_second") * 4),
     "address_existing_any": ("blind_indexes",),
+    "bulk_writer_lock": ("lock_key",),
+    "address_max_id": (),
 }
-POSTGRES_ONLY = {"rate_limit_take", "address_existing_any"}
+POSTGRES_ONLY = {"rate_limit_take", "address_existing_any", "bulk_writer_lock", "address_max_id"}
 
 
 def _placeholders(sql: str, mark: str) -> int:
