@@ -234,7 +234,12 @@ class AuditLeaf(Base):
         Index("ix_audit_leaves_subject_ref", "subject_ref"),
     )
 
-    leaf_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # On SQLite the index is the table's rowid (``INTEGER PRIMARY KEY``, migration
+    # 0013): leaves are read by index ranges (verification, proofs, tiles), and a
+    # BIGINT key is a separate B-tree, two lookups per leaf instead of one.
+    leaf_index: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     time: Mapped[str] = mapped_column(String(32))
     day: Mapped[date] = mapped_column(Date)
     agency: Mapped[str] = mapped_column(String(256))
