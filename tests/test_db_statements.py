@@ -55,6 +55,7 @@ FIXED = {
         "requester_id",
         "jti",
     ),
+    "requester_case_insert": ("requester_id", "jti", "nbf", "exp"),
     "requester_subject_insert": ("leaf_index", "requester_id", "subject_ref", "disclosed_at"),
     "stays_in_force": ("now", "now"),
     "address_insert": ADDRESS_INSERT_COLUMNS,

@@ -139,6 +139,9 @@ def test_caseload_at_the_limit_is_allowed_and_one_past_is_refused(
     # The same case again is not a new case.
     answer, _ = _ask(server, world, "agent-2", body(second, JOHN))
     assert answer.status_code == 200, answer.text
+    # Each allowed case was recorded for every requester it names, once.
+    assert sorted(_open_cases(world, "agent-3")).count(_jti(second)) == 1
+    assert _jti(first) in _open_cases(world, "agent-3")
     # A third case: with it counted, 3 > 2.
     answer, leaf = _ask(server, world, "agent-2", body(third, JOHN))
     assert answer.status_code == 403, answer.text

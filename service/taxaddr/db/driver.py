@@ -49,6 +49,20 @@ def fetchone(session: Session, sql: str, params: Sequence[Any]) -> tuple[Any, ..
     return None if row is None else tuple(row)
 
 
+def executemany(session: Session, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run a compiled statement once per row of parameters, in the session's transaction,
+    on the DBAPI cursor (one driver call instead of a statement execution per row)."""
+    if not rows:
+        return
+    connection = session.connection()
+    cursor = connection.connection.cursor()
+    try:
+        with _sqlalchemy_errors(connection.dialect, sql, tuple(rows[0])):
+            cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
+
+
 def fetchall(connection: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
     """Every row of a compiled statement on ``connection``'s DBAPI cursor (its transaction)."""
     cursor = connection.connection.cursor()

@@ -258,6 +258,10 @@ def _builders(dialect_name: str) -> dict[str, ClauseElement]:
         # -- personal limits (taxaddr.disclosure.limits): both counts and whether the
         # case is recorded, in one round trip
         "requester_usage": _requester_usage_stmt(),
+        # one row per requester a case names, the first time a request under it is allowed
+        "requester_case_insert": _insert(dialect_name, requester_cases)
+        .values(requester_id=_p("requester_id"), jti=_p("jti"), nbf=_p("nbf"), exp=_p("exp"))
+        .on_conflict_do_nothing(),
         "requester_subject_insert": _insert(dialect_name, requester_subjects).values(
             leaf_index=_p("leaf_index"),
             requester_id=_p("requester_id"),
@@ -311,6 +315,7 @@ class Statements:
         self.audit_leaf_json_range = fixed["audit_leaf_json_range"].sql
         self.accounting_insert = fixed["accounting_insert"].sql
         self.requester_usage = fixed["requester_usage"].sql
+        self.requester_case_insert = fixed["requester_case_insert"].sql
         self.requester_subject_insert = fixed["requester_subject_insert"].sql
         self.stays_in_force = fixed["stays_in_force"].sql
         self.rate_limit_take = fixed["rate_limit_take"].sql if "rate_limit_take" in fixed else ""

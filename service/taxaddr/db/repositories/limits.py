@@ -6,9 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from taxaddr.db.driver import fetchone, statements
-from taxaddr.db.engine import insert_ignore
-from taxaddr.db.schema import RequesterCase
+from taxaddr.db.driver import executemany, fetchone, statements
 
 
 def usage(
@@ -35,13 +33,14 @@ def usage(
 def record_case(
     session: Session, jti: str, requesters: Iterable[str], *, nbf: int, exp: int
 ) -> None:
-    """Remember the case reference ``jti`` for every requester it names (once)."""
-    for requester_id in dict.fromkeys(requesters):
-        insert_ignore(
-            session,
-            RequesterCase,
-            {"requester_id": requester_id, "jti": jti, "nbf": nbf, "exp": exp},
-        )
+    """Remember the case reference ``jti`` for every requester it names (once; a row
+    already there stays as it is). A compiled statement, one driver call for all: a case
+    may name many requesters, and this runs in the decision's write transaction."""
+    executemany(
+        session,
+        statements(session).requester_case_insert,
+        [(requester_id, jti, nbf, exp) for requester_id in dict.fromkeys(requesters)],
+    )
 
 
 def record_subject(
