@@ -29,7 +29,7 @@ import io
 import json
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -501,6 +501,40 @@ def table_csv(
     writer.writerow([])
     writer.writerow(["# report", rfc8785.dumps(dict(doc)).decode()])
     return out.getvalue().encode()
+
+
+def render_table_document(
+    doc: Mapping[str, Any],
+    fmt: str,
+    *,
+    header: Sequence[str],
+    rows: Callable[[], Iterable[Sequence[Any]]],
+    pdf: Callable[[Mapping[str, Any]], bytes],
+) -> bytes:
+    """A signed document's three renderings: its RFC 8785 JSON, :func:`table_csv` of
+    ``rows()`` under ``header``, or the PDF ``pdf`` draws (which attaches the JSON)."""
+    if fmt == "json":
+        data: bytes = rfc8785.dumps(dict(doc))
+        return data
+    if fmt == "csv":
+        return table_csv(header, rows(), doc)
+    if fmt == "pdf":
+        return pdf(doc)
+    raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
+
+
+def titled_pdf(title: str, heading: str, *, orientation: str = "portrait") -> Any:
+    """A new A4 PDF whose bytes depend on what is drawn only (fixed creation date), its
+    first page begun with ``heading`` in large type, body type (10 pt) selected."""
+    pdf = FPDF(orientation=orientation, unit="mm", format="A4")
+    pdf.set_creation_date(datetime(2000, 1, 1, tzinfo=UTC))
+    pdf.set_title(title)
+    pdf.set_auto_page_break(auto=True, margin=15)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, heading, new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 10)
+    return pdf
 
 
 def with_attachment(pdf: Any, doc: Mapping[str, Any], desc: str) -> bytes:

@@ -32,8 +32,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import rfc8785
-from fpdf import FPDF
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -174,15 +172,13 @@ def build_impact(
 
 
 def render(report: Mapping[str, Any], fmt: str) -> bytes:
-    if fmt == "json":
-        data: bytes = rfc8785.dumps(dict(report))
-        return data
-    if fmt == "csv":
-        rows = [[row[c] for c in COLUMNS] for row in report["disclosures"]]
-        return document.table_csv(COLUMNS, rows, report)
-    if fmt == "pdf":
-        return _pdf(report)
-    raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
+    return document.render_table_document(
+        report,
+        fmt,
+        header=COLUMNS,
+        rows=lambda: ([row[c] for c in COLUMNS] for row in report["disclosures"]),
+        pdf=_pdf,
+    )
 
 
 def parse(data: bytes) -> dict[str, Any]:
@@ -200,14 +196,11 @@ def is_impact(data: bytes) -> bool:
 
 def _pdf(report: Mapping[str, Any]) -> bytes:
     order = report["order"]
-    pdf = FPDF(orientation="landscape", unit="mm", format="A4")
-    pdf.set_creation_date(datetime(2000, 1, 1, tzinfo=UTC))  # the bytes depend on the data only
-    pdf.set_title("taxaddr court order impact list")
-    pdf.set_auto_page_break(auto=True, margin=15)
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 10, "Disclosures inside a court-ordered stay", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
+    pdf = document.titled_pdf(
+        "taxaddr court order impact list",
+        "Disclosures inside a court-ordered stay",
+        orientation="landscape",
+    )
     scope = "; ".join(
         f"{name}: {', '.join(values)}" for name, values in order["scope"].items() if values
     )

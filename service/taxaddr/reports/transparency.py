@@ -26,11 +26,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Final
 
-import rfc8785
-from fpdf import FPDF
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -117,16 +115,17 @@ def build_transparency(
 # -- renderings ------------------------------------------------------------------------------
 
 
+_COLUMNS: Final = ("agency", "statute", "outcome", "count")
+
+
 def render(report: Mapping[str, Any], fmt: str) -> bytes:
-    if fmt == "json":
-        data: bytes = rfc8785.dumps(dict(report))
-        return data
-    if fmt == "csv":
-        rows = [(r["agency"], r["statute"], r["outcome"], r["count"]) for r in report["rows"]]
-        return document.table_csv(("agency", "statute", "outcome", "count"), rows, report)
-    if fmt == "pdf":
-        return _pdf(report)
-    raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
+    return document.render_table_document(
+        report,
+        fmt,
+        header=_COLUMNS,
+        rows=lambda: ([r[c] for c in _COLUMNS] for r in report["rows"]),
+        pdf=_pdf,
+    )
 
 
 def parse(data: bytes) -> dict[str, Any]:
@@ -135,14 +134,7 @@ def parse(data: bytes) -> dict[str, Any]:
 
 
 def _pdf(report: Mapping[str, Any]) -> bytes:
-    pdf = FPDF(orientation="portrait", unit="mm", format="A4")
-    pdf.set_creation_date(datetime(2000, 1, 1, tzinfo=UTC))  # the bytes depend on the data only
-    pdf.set_title("taxaddr transparency report")
-    pdf.set_auto_page_break(auto=True, margin=15)
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 10, "taxaddr transparency report", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 10)
+    pdf = document.titled_pdf("taxaddr transparency report", "taxaddr transparency report")
     period = report["period"]
     k = report["threshold"]
     for line in (
