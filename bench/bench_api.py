@@ -88,10 +88,7 @@ def build(
     from taxaddr.cases.issue import CaseSpec, sign_case_reference
     from taxaddr.cases.issuers import add_from_file
     from taxaddr.config import Settings
-    from taxaddr.crypto import pki
     from taxaddr.crypto.keystore import DEV_ISSUER_ID, init_dev_keys
-    from taxaddr.db import write_transaction
-    from taxaddr.disclosure.identity import add_requester
     from taxaddr.migrate import upgrade
     from taxaddr.store.importer import import_file
 
@@ -121,20 +118,7 @@ def build(
     ids = [f"bench-agent-{n:03d}" for n in range(identities)]
     certs = root / "certs"
     certs.mkdir()
-    ca = keystore.files.client_ca()
-    with write_transaction(engine_for(settings)) as session:
-        for rid in ids:
-            issued = pki.issue_cert(ca, rid, server=False)
-            (certs / f"{rid}.crt").write_bytes(issued.cert_pem())
-            (certs / f"{rid}.key").write_bytes(issued.key_pem())
-            add_requester(
-                session,
-                requester_id=rid,
-                agency="ICE-HSI",
-                role="requester",
-                cert=issued.cert,
-                actor=cli_actor(),
-            )
+    register_identities(settings, certs, ids, agency="ICE-HSI", role="requester")
     case_refs = [
         sign_case_reference(
             keystore,
@@ -168,6 +152,28 @@ def build(
         "cases": case_refs,
         "per_case": per_case,
     }
+
+
+def register_identities(
+    settings: Any, certs: Path, ids: list[str], *, agency: str, role: str
+) -> None:
+    """Register each id with a client certificate of the world's CA (files in ``certs``)."""
+    from taxaddr.api.runtime import engine_for, keystore_for
+    from taxaddr.audit.admin import cli_actor
+    from taxaddr.crypto import pki
+    from taxaddr.db import write_transaction
+    from taxaddr.disclosure.identity import add_requester
+
+    ca = keystore_for(settings).files.client_ca()
+    with write_transaction(engine_for(settings)) as session:
+        for rid in ids:
+            issued = pki.issue_cert(ca, rid, server=False)
+            (certs / f"{rid}.crt").write_bytes(issued.cert_pem())
+            (certs / f"{rid}.key").write_bytes(issued.key_pem())
+            add_requester(
+                session, requester_id=rid, agency=agency, role=role, cert=issued.cert,
+                actor=cli_actor(),
+            )  # fmt: skip
 
 
 def free_port() -> int:

@@ -332,13 +332,9 @@ def tiles_over_https(leaves: int, duration: float, connections: int) -> None:
     import bench_api
     import loadgen
 
-    from taxaddr.api.runtime import engine_for, keystore_for
-    from taxaddr.audit.admin import cli_actor
+    from taxaddr.api.runtime import engine_for
     from taxaddr.audit.tiles import tile_path
     from taxaddr.config import Settings
-    from taxaddr.crypto import pki
-    from taxaddr.db import write_transaction
-    from taxaddr.disclosure.identity import add_requester
 
     root = Path(tempfile.mkdtemp(prefix="bench-tlog-http-"))
     world = bench_api.build(root, records=10, cases=1, per_case=5, identities=1)
@@ -347,22 +343,9 @@ def tiles_over_https(leaves: int, duration: float, connections: int) -> None:
         database_url=world["env"]["TAXADDR_DATABASE_URL"],
         keys_dir=Path(world["env"]["TAXADDR_KEYS_DIR"]),
     )
-    ca = keystore_for(settings).files.client_ca()
     certs = Path(world["certs"])
     overseers = [f"bench-overseer-{n:02d}" for n in range(connections)]
-    with write_transaction(engine_for(settings)) as session:
-        for oid in overseers:
-            issued = pki.issue_cert(ca, oid, server=False)
-            (certs / f"{oid}.crt").write_bytes(issued.cert_pem())
-            (certs / f"{oid}.key").write_bytes(issued.key_pem())
-            add_requester(
-                session,
-                requester_id=oid,
-                agency="TIGTA",
-                role="oversight",
-                cert=issued.cert,
-                actor=cli_actor(),
-            )
+    bench_api.register_identities(settings, certs, overseers, agency="TIGTA", role="oversight")
     append_leaves(engine_for(settings), leaves)
     server, port = bench_api.start_server(world)
     try:
