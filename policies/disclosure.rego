@@ -12,8 +12,9 @@ package taxaddr.disclosure
 import rego.v1
 
 # The data document (policies/data.json): designated criminal statutes,
-# minimum reason length, boilerplate vocabulary.
-cfg := data.taxaddr.policy_data
+# minimum reason length, boilerplate vocabulary, personal limits. An import,
+# not a rule: each reference reads the document directly.
+import data.taxaddr.policy_data as cfg
 
 # The result: {"allow": bool, "reasons": [code, ...]} in contract order.
 decision := {"allow": allowed, "reasons": ordered_reasons}
@@ -43,7 +44,7 @@ ordered_reasons := [code | some code in code_order; code in reasons]
 
 # Deny by default, structurally. Each check is one boolean rule "<x>_ok" with
 # `default := false`, made true only by a body that establishes the permitting
-# condition over type-checked values (the typed views below). A reason is added
+# condition over type-checked values (see the permitting conditions). A reason is added
 # when its rule is false, so an input that is missing, mistyped or unreadable
 # can never drop a reason: `not <rule>` is only ever applied to such a rule,
 # never to an expression that could be undefined (OPA hoists references out of
@@ -106,6 +107,16 @@ reasons contains "requester_caseload_exceeded" if not caseload_ok
 reasons contains "requester_volume_exceeded" if not volume_ok
 
 # --- permitting conditions -----------------------------------------------------------
+# Each body reads the input fields it needs and checks their types before any
+# built-in, iteration or comparison uses them: regorus raises where OPA would
+# make an expression undefined (a builtin given the wrong type, `some .. in` over
+# a non-collection), so every builtin only ever sees a value of its type. The
+# checks come first and both engines evaluate a body in order. Counts are whole
+# numbers in [0, 10^9] and case bounds whole seconds in [0, 4.5e9] (see time);
+# those checks are written out in each body rather than called as helpers, and
+# fields are read in the body rather than through one helper rule per field:
+# regorus spends microseconds on every rule or function it evaluates, far more
+# than on an expression (docs/performance.md, session 7).
 
 # 6103(i)(2)(A): disclosure goes to officers of a federal agency personally and
 # directly engaged in the investigation; only the registered `requester` role
@@ -119,18 +130,36 @@ role_ok if input.requester.role == "requester"
 # an empty list permits; a missing or mistyped list leaves it unestablished.
 default not_stayed_ok := false
 
-not_stayed_ok if count(stays) == 0
+not_stayed_ok if {
+	orders := input.orders
+	is_array(orders)
+	count(orders) == 0
+}
 
 # 6103(i)(2)(A): the proceeding or investigation must exist now: the case
-# reference is in force, nbf <= now < exp. An unreadable `now`, `exp` or `nbf`
-# leaves the condition unestablished.
+# reference is in force, nbf <= now < exp, compared in whole nanoseconds (see
+# time). An unreadable `now`, `exp` or `nbf` leaves the condition unestablished.
 default not_expired_ok := false
 
-not_expired_ok if now_ns < exp_ns
+not_expired_ok if {
+	exp := input.case.exp
+	is_number(exp)
+	exp >= 0
+	exp <= 4500000000
+	floor(exp) == exp
+	now_ns < exp * 1000000000
+}
 
 default started_ok := false
 
-started_ok if now_ns >= nbf_ns
+started_ok if {
+	nbf := input.case.nbf
+	is_number(nbf)
+	nbf >= 0
+	nbf <= 4500000000
+	floor(nbf) == nbf
+	now_ns >= nbf * 1000000000
+}
 
 # 6103(i)(2)(A): "pertaining to the enforcement of a specifically designated
 # Federal criminal statute": the case is a criminal proceeding ...
@@ -143,6 +172,8 @@ proceeding_ok if input.case.proceeding == "criminal"
 default statute_designated_ok := false
 
 statute_designated_ok if {
+	statute := input.request.statute
+	is_string(statute)
 	is_object(cfg.criminal_statutes)
 	is_object(cfg.criminal_statutes[statute])
 }
@@ -151,12 +182,21 @@ statute_designated_ok if {
 # authority of the request).
 default statute_on_case_ok := false
 
-statute_on_case_ok if statute in case_statutes
+statute_on_case_ok if {
+	statute := input.request.statute
+	is_string(statute)
+	case_statutes := input.case.statutes
+	is_array(case_statutes)
+	statute in case_statutes
+}
 
 # 6103(i)(2)(A): the requesting agency is the one the case names.
 default agency_ok := false
 
 agency_ok if {
+	requester_agency := input.requester.agency
+	is_string(requester_agency)
+	requester_agency != ""
 	case_agency := input.case.agency
 	is_string(case_agency)
 	requester_agency == case_agency
@@ -165,19 +205,38 @@ agency_ok if {
 # 6103(i)(2)(A): the requester is personally named on the case.
 default requester_on_case_ok := false
 
-requester_on_case_ok if requester_id in case_requesters
+requester_on_case_ok if {
+	requester_id := input.requester.id
+	is_string(requester_id)
+	requester_id != ""
+	case_requesters := input.case.requesters
+	is_array(case_requesters)
+	requester_id in case_requesters
+}
 
 # 6103(i)(2)(B): the request names the taxpayer; subjects are compared as keyed
 # pseudonyms (HMAC of the normalized TIN).
 default subject_on_case_ok := false
 
-subject_on_case_ok if subject_ref in case_subject_refs
+subject_on_case_ok if {
+	subject_ref := input.request.subject_ref
+	is_string(subject_ref)
+	subject_ref != ""
+	case_subject_refs := input.case.subject_refs
+	is_array(case_subject_refs)
+	subject_ref in case_subject_refs
+}
 
 # 6103(i)(2)(B): the taxable periods: every requested period is on the case;
 # asking for none is not covered.
 default periods_covered_ok := false
 
 periods_covered_ok if {
+	requested_periods := input.request.tax_periods
+	is_array(requested_periods)
+	count(requested_periods) > 0
+	case_periods := input.case.tax_periods
+	is_array(case_periods)
 	every period in requested_periods {
 		is_string(period)
 		period in case_periods
@@ -193,18 +252,28 @@ periods_covered_ok if {
 default reason_specific_ok := false
 
 reason_specific_ok if {
-	is_number(cfg.min_reason_length)
-	is_number(cfg.min_specific_words)
-	is_object(cfg.boilerplate_vocabulary)
-	count(reason_text) >= cfg.min_reason_length
-	count(specific_words) >= cfg.min_specific_words
-}
+	min_length := cfg.min_reason_length
+	is_number(min_length)
+	min_words := cfg.min_specific_words
+	is_number(min_words)
+	vocabulary := cfg.boilerplate_vocabulary
+	is_object(vocabulary)
+	reason := input.request.reason
+	is_string(reason)
+	reason_text := trim_space(reason)
+	count(reason_text) >= min_length
 
-specific_words contains word if {
-	is_object(cfg.boilerplate_vocabulary)
-	some token in regex.find_n(`[A-Za-z0-9]{3,}`, reason_text, -1)
-	word := lower(token)
-	not cfg.boilerplate_vocabulary[word]
+	# The distinct words not in the vocabulary. The tokens are ASCII, so lowering
+	# them joined by spaces and splitting again lowers each one (one call, not one
+	# per token); no tokens join to "", which splits into [""], and `word != ""`
+	# drops it (a token has 3 or more characters).
+	tokens := regex.find_n(`[A-Za-z0-9]{3,}`, reason_text, -1)
+	specific_words := {word |
+		some word in split(lower(concat(" ", tokens)), " ")
+		word != ""
+		not vocabulary[word]
+	}
+	count(specific_words) >= min_words
 }
 
 # 6103(i)(2)(B)(i): the request states the taxpayer's address; the service
@@ -214,10 +283,23 @@ default address_ok := false
 address_ok if input.request.address_complete == true
 
 # 6103(i)(2) is per taxpayer, never bulk: the case reference carries a
-# disclosure quota, and usage must be below it.
+# disclosure quota, and usage must be below it. Counts are whole numbers in
+# [0, 10^9] (here and in the personal limits): both engines compare them exactly.
 default quota_ok := false
 
-quota_ok if usage < max_disclosures
+quota_ok if {
+	usage := input.case_usage.disclosures
+	is_number(usage)
+	usage >= 0
+	usage <= 1000000000
+	floor(usage) == usage
+	max_disclosures := input.case.max_disclosures
+	is_number(max_disclosures)
+	max_disclosures >= 0
+	max_disclosures <= 1000000000
+	floor(max_disclosures) == max_disclosures
+	usage < max_disclosures
+}
 
 # 6103(i)(2)(A): officers "personally and directly engaged" in the investigation.
 # One official cannot be personally engaged in an unbounded number of cases or
@@ -228,131 +310,44 @@ quota_ok if usage < max_disclosures
 # and the request is refused when n + 1 would exceed the limit: n < limit.
 default caseload_ok := false
 
-caseload_ok if open_cases < max_open_cases
+caseload_ok if {
+	open_cases := input.requester_usage.open_cases
+	is_number(open_cases)
+	open_cases >= 0
+	open_cases <= 1000000000
+	floor(open_cases) == open_cases
+	max_open_cases := cfg.max_open_cases_per_requester
+	is_number(max_open_cases)
+	max_open_cases >= 0
+	max_open_cases <= 1000000000
+	floor(max_open_cases) == max_open_cases
+	open_cases < max_open_cases
+}
 
 default volume_ok := false
 
-volume_ok if subjects_24h < max_subjects_per_day
-
-# --- typed views of the input: undefined unless present with the right type --------
-# (regorus raises where OPA would make an expression undefined, e.g. a builtin
-# given the wrong type, or `some .. in` over a non-collection; so builtins and
-# iterations only ever see these views.)
-
-stays := x if {
-	x := input.orders
-	is_array(x)
-}
-
-requester_id := x if {
-	x := input.requester.id
-	is_string(x)
-	x != ""
-}
-
-requester_agency := x if {
-	x := input.requester.agency
-	is_string(x)
-	x != ""
-}
-
-statute := x if {
-	x := input.request.statute
-	is_string(x)
-}
-
-subject_ref := x if {
-	x := input.request.subject_ref
-	is_string(x)
-	x != ""
-}
-
-requested_periods := x if {
-	x := input.request.tax_periods
-	is_array(x)
-	count(x) > 0
-}
-
-reason_text := trim_space(x) if {
-	x := input.request.reason
-	is_string(x)
-}
-
-case_statutes := x if {
-	x := input.case.statutes
-	is_array(x)
-}
-
-case_requesters := x if {
-	x := input.case.requesters
-	is_array(x)
-}
-
-case_subject_refs := x if {
-	x := input.case.subject_refs
-	is_array(x)
-}
-
-case_periods := x if {
-	x := input.case.tax_periods
-	is_array(x)
-}
-
-# Counts are whole numbers in [0, 10^9]: both engines compare them exactly.
-usage := x if {
-	x := input.case_usage.disclosures
-	whole_count(x)
-}
-
-max_disclosures := x if {
-	x := input.case.max_disclosures
-	whole_count(x)
-}
-
-open_cases := x if {
-	x := input.requester_usage.open_cases
-	whole_count(x)
-}
-
-subjects_24h := x if {
-	x := input.requester_usage.subjects_24h
-	whole_count(x)
-}
-
-max_open_cases := x if {
-	x := cfg.max_open_cases_per_requester
-	whole_count(x)
-}
-
-max_subjects_per_day := x if {
-	x := cfg.max_subjects_per_requester_per_day
-	whole_count(x)
-}
-
-whole_count(x) if {
-	is_number(x)
-	x >= 0
-	x <= 1000000000
-	floor(x) == x
+volume_ok if {
+	subjects_24h := input.requester_usage.subjects_24h
+	is_number(subjects_24h)
+	subjects_24h >= 0
+	subjects_24h <= 1000000000
+	floor(subjects_24h) == subjects_24h
+	max_subjects_per_day := cfg.max_subjects_per_requester_per_day
+	is_number(max_subjects_per_day)
+	max_subjects_per_day >= 0
+	max_subjects_per_day <= 1000000000
+	floor(max_subjects_per_day) == max_subjects_per_day
+	subjects_24h < max_subjects_per_day
 }
 
 # --- time ------------------------------------------------------------------------
 
 # The case window in whole nanoseconds, compared as integers. exp and nbf must
-# be whole seconds in [0, 4.5e9] (before year 2113) and `now` is read to the
-# whole second: then every value is an integer below 2^62 whose float form is
-# exact as well, so both engines compare exactly (with whole-second exp and
-# nbf, dropping now's fraction changes no comparison).
-exp_ns := input.case.exp * 1000000000 if whole_seconds(input.case.exp)
-
-nbf_ns := input.case.nbf * 1000000000 if whole_seconds(input.case.nbf)
-
-whole_seconds(x) if {
-	is_number(x)
-	x >= 0
-	x <= 4500000000
-	floor(x) == x
-}
+# be whole seconds in [0, 4.5e9] (before year 2113; checked in not_expired_ok and
+# started_ok) and `now` is read to the whole second: then every value is an
+# integer below 2^62 whose float form is exact as well, so both engines compare
+# exactly (with whole-second exp and nbf, dropping now's fraction changes no
+# comparison).
 
 # time.parse_rfc3339_ns raises on malformed text in regorus (OPA would only
 # make it undefined), and it overflows 64 bits in 2262 (OPA: undefined;
@@ -360,14 +355,18 @@ whole_seconds(x) if {
 # calendar date in the years 1970-2099 reaches it, its fraction dropped:
 # YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM). [0-9], never \d: \d is
 # Unicode-wide in regorus and exceeds its regex size limit. Fixed-width digit
-# strings compare like the numbers they spell.
-now_ns := time.parse_rfc3339_ns(regex.replace(input.now, `\.[0-9]+`, "")) if {
+# strings compare like the numbers they spell. One regular expression both
+# checks the form and captures its parts (every group always takes part in a
+# match): [1] the date-time without the fraction, [2] year, [3] month, [4] day,
+# [5] the offset; [1] + [5] is the text without its fraction.
+now_ns := time.parse_rfc3339_ns(concat("", [parts[1], parts[5]])) if {
 	is_string(input.now)
-	regex.match(
-		`^(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`,
+	[parts] := regex.find_all_string_submatch_n(
+		`^((19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9])(?:\.[0-9]{1,9})?(Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$`,
 		input.now,
+		1,
 	)
-	substring(input.now, 8, 2) <= month_days[substring(input.now, 5, 2)]
+	parts[4] <= month_days[parts[3]]
 	not invalid_leap_day
 }
 

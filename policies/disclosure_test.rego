@@ -152,6 +152,18 @@ test_leap_days_are_calendar_checked if {
 	not disclosure.now_ns with input as {"now": "2025-02-29T00:00:00Z"}
 }
 
+# now_ns keeps the offset and drops only the fraction (one regular expression
+# captures the date-time and the offset around it).
+test_now_drops_the_fraction_and_keeps_the_offset if {
+	disclosure.now_ns == 1795554000000000000 with input as {"now": "2026-11-24T22:30:00.999+01:30"}
+	disclosure.now_ns == 1795554000000000000 with input as {"now": "2026-11-24T19:00:00.5-02:00"}
+	disclosure.now_ns == 1795554000000000000 with input as {"now": "2026-11-24T21:00:00.123456789Z"}
+	not disclosure.now_ns with input as {"now": "2026-11-24T21:00:00.1234567890Z"}
+	not disclosure.now_ns with input as {"now": "2026-11-24T21:00:00.Z"}
+	not disclosure.now_ns with input as {"now": "2026-11-24T21:00:00.5.5Z"}
+	not disclosure.now_ns with input as {"now": "2026-11-24T21:00:00Z\n"}
+}
+
 test_unreadable_case_bounds_deny if {
 	denied(with_case({"exp": "1800000000"}), ["case_expired"])
 	denied(with_case({"nbf": null}), ["case_not_yet_valid"])
@@ -430,6 +442,24 @@ test_repeated_boilerplate_with_a_short_token_is_insufficient if {
 
 test_specific_words_are_counted_once if {
 	denied(with_request({"reason": "warrant warrant warrant warrant warrant warrant warrant"}), ["reason_insufficient"])
+}
+
+test_words_are_compared_case_insensitively if {
+	denied(with_request({"reason": "WARRANT Warrant warrant DEFENDANT defendant removal proceedings"}), ["reason_insufficient"])
+	allowed(with_request({"reason": "WARRANT Warrant warrant DEFENDANT defendant ARREST removal proceedings"}))
+}
+
+# Words are runs of ASCII letters and digits in the text as given: a character
+# that only lowercases to ASCII is not a letter of a word (the K's below are
+# U+212A KELVIN SIGN, lowercase "k").
+test_non_ascii_letters_do_not_make_words if {
+	denied(with_request({"reason": "immigration enforcement KKK Kelvin removal proceedings"}), ["reason_insufficient"])
+}
+
+# A reason without any word has no specific word, whatever the minimum.
+test_a_reason_without_words_has_no_specific_word if {
+	denied(with_request({"reason": "........................................................"}), ["reason_insufficient"]) with data.taxaddr.policy_data.min_specific_words as 1
+	allowed(with_request({"reason": "........................................................"})) with data.taxaddr.policy_data.min_specific_words as 0
 }
 
 test_missing_vocabulary_denies if {

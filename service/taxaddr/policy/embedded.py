@@ -22,6 +22,10 @@ from taxaddr.policy.sources import PolicySources, load_sources
 # A probe input for readiness: unreadable on purpose, so a working policy denies it.
 _PROBE: dict[str, Any] = {}
 
+# The input's JSON text: what json.dumps(document, allow_nan=False,
+# separators=(",", ":")) gives, without building an encoder on every call.
+_ENCODE = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
 
 class EmbeddedPolicyEngine:
     """In-process Rego; one regorus engine per thread."""
@@ -56,7 +60,7 @@ class EmbeddedPolicyEngine:
     def _evaluate(self, document: object) -> Decision:
         engine = self._engine()
         try:
-            text = json.dumps(document, allow_nan=False, separators=(",", ":"))
+            text = _ENCODE(document)
             engine.set_input_json(text)
             raw = engine.eval_rule(DECISION_REF)
         except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
