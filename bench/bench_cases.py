@@ -17,7 +17,9 @@ It reports the best round of each and the ratio full/bare.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -83,6 +85,7 @@ def main() -> None:
         os.sched_setaffinity(0, {args.cpu})
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cases-"))
+    atexit.register(shutil.rmtree, tmp, True)  # nothing left behind in /tmp
     url = f"sqlite:///{tmp / 'bench.db'}"
     upgrade(url)
     engine = make_engine(url)

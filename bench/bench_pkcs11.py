@@ -10,7 +10,9 @@ throwaway file key store, and measures single-threaded wrap and unwrap of
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +63,7 @@ def main() -> None:
         args.n = min(args.n, 1000)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pkcs11-"))
+    atexit.register(shutil.rmtree, tmp, True)  # nothing left behind in /tmp
     (tmp / "tokens").mkdir()
     conf = tmp / "softhsm2.conf"
     conf.write_text(f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\n")

@@ -25,9 +25,11 @@ Run: .venv/bin/python bench/bench_tlog.py [--leaves 1000000] [--rounds 200] [--d
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -244,6 +246,7 @@ def disclosures_with_witnesses(duration: float, rounds: int) -> None:
     from taxaddr.config import Settings
 
     root = Path(tempfile.mkdtemp(prefix="bench-tlog-"))
+    atexit.register(shutil.rmtree, root, True)  # nothing left behind in /tmp
     world = bench_api.build(root, records=2000, cases=4, per_case=200, identities=16)
     settings = Settings(
         env="test",
@@ -337,6 +340,7 @@ def tiles_over_https(leaves: int, duration: float, connections: int) -> None:
     from taxaddr.config import Settings
 
     root = Path(tempfile.mkdtemp(prefix="bench-tlog-http-"))
+    atexit.register(shutil.rmtree, root, True)  # nothing left behind in /tmp
     world = bench_api.build(root, records=10, cases=1, per_case=5, identities=1)
     settings = Settings(
         env="test",
