@@ -499,7 +499,7 @@ def table_csv(
     writer.writerow(header)
     writer.writerows(rows)
     writer.writerow([])
-    writer.writerow(["# report", rfc8785.dumps(dict(doc)).decode()])
+    writer.writerow(["# report", to_json(doc).decode()])
     return out.getvalue().encode()
 
 
@@ -507,17 +507,17 @@ def render_table_document(
     doc: Mapping[str, Any],
     fmt: str,
     *,
+    table: str,
     header: Sequence[str],
-    rows: Callable[[], Iterable[Sequence[Any]]],
     pdf: Callable[[Mapping[str, Any]], bytes],
 ) -> bytes:
     """A signed document's three renderings: its RFC 8785 JSON, :func:`table_csv` of
-    ``rows()`` under ``header``, or the PDF ``pdf`` draws (which attaches the JSON)."""
+    the entries ``doc[table]`` (their ``header`` keys, in that order), or the PDF ``pdf``
+    draws (which attaches the JSON)."""
     if fmt == "json":
-        data: bytes = rfc8785.dumps(dict(doc))
-        return data
+        return to_json(doc)
     if fmt == "csv":
-        return table_csv(header, rows(), doc)
+        return table_csv(header, ([entry[k] for k in header] for entry in doc[table]), doc)
     if fmt == "pdf":
         return pdf(doc)
     raise UsageError(f"unknown report format {fmt!r} (json, csv or pdf)")
@@ -541,7 +541,7 @@ def with_attachment(pdf: Any, doc: Mapping[str, Any], desc: str) -> bytes:
     """The PDF's bytes with ``doc`` attached as :data:`PDF_ATTACHMENT` (RFC 8785 JSON),
     which :func:`embedded_document` reads back."""
     pdf.embed_file(
-        bytes=rfc8785.dumps(dict(doc)),
+        bytes=to_json(doc),
         basename=PDF_ATTACHMENT,
         mime_type="application/json",
         desc=desc,

@@ -175,8 +175,8 @@ def render(report: Mapping[str, Any], fmt: str) -> bytes:
     return document.render_table_document(
         report,
         fmt,
+        table="disclosures",
         header=COLUMNS,
-        rows=lambda: ([row[c] for c in COLUMNS] for row in report["disclosures"]),
         pdf=_pdf,
     )
 

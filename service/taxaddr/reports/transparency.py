@@ -115,15 +115,12 @@ def build_transparency(
 # -- renderings ------------------------------------------------------------------------------
 
 
-_COLUMNS: Final = ("agency", "statute", "outcome", "count")
-
-
 def render(report: Mapping[str, Any], fmt: str) -> bytes:
     return document.render_table_document(
         report,
         fmt,
-        header=_COLUMNS,
-        rows=lambda: ([r[c] for c in _COLUMNS] for r in report["rows"]),
+        table="rows",
+        header=("agency", "statute", "outcome", "count"),
         pdf=_pdf,
     )
 
