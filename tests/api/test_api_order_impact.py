@@ -246,5 +246,5 @@ def test_orders_in_force_on_the_dashboard_and_in_the_gauge(
         page = client.get("/oversight").text
         exposition = client.get("/metrics").text
     assert f'data-total="orders_in_force">{in_force}</dd>' in page
-    assert f'<code>{stay["jti"]}</code>' in page
+    assert f"<code>{stay['jti']}</code>" in page
     assert f"taxaddr_orders_in_force {float(in_force)}" in exposition
