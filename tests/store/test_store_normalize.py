@@ -175,7 +175,7 @@ _FIELD = st.one_of(st.text(max_size=12), st.sampled_from(["DC", "PR", "AE", "123
     )
 )
 def test_importer_fast_path_agrees_with_the_normalizers(values: tuple[object, ...]) -> None:
-    from taxaddr.store.importer import _validate_slow, validate_values
+    from taxaddr.store.reader import _validate_slow, validate_values
 
     try:
         slow = _validate_slow(7, values)

@@ -194,80 +194,95 @@ _SQLITE_BULK_MMAP_BYTES = 0
 def bulk_write_connection(engine: Engine) -> Iterator[Connection]:
     """One write transaction of a bulk writer (importer, KEK rotation), serialized
     against the other bulk writers."""
+    writes = BulkWrites(engine)
     try:
-        if is_sqlite(engine):
-            with _immediate(engine).begin() as conn:
-                # The connection goes back to the pool afterwards: its own settings are
-                # restored (a 64 MB page cache left on a pooled connection made the first
-                # statement of every later read transaction ~140 us of SQLite CPU, the
-                # cost of discarding that cache when another connection has written).
-                restore = [
-                    (name, int(conn.exec_driver_sql(f"PRAGMA {name}").scalar_one()))
-                    for name in ("cache_size", "wal_autocheckpoint")
-                ]
-                # Bulk writes touch the blind-index B-tree at random places: a larger
-                # page cache and rarer WAL checkpoints keep each batch cheap.
-                conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_BULK_CACHE_KIB}")
-                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {_SQLITE_BULK_CHECKPOINT_PAGES}")
-                # Reads through the bounded page cache, not the memory map: a bulk
-                # writer touches the whole file, and every mapped page it read stays
-                # resident in the process (1M rows: +140 MB of RSS).
-                conn.exec_driver_sql(f"PRAGMA mmap_size = {_SQLITE_BULK_MMAP_BYTES}")
-                try:
-                    yield conn
-                finally:
-                    with suppress(SQLAlchemyError):  # a broken connection is dropped anyway
-                        conn.exec_driver_sql(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
-                        for name, value in restore:
-                            conn.exec_driver_sql(f"PRAGMA {name} = {value}")
-        else:
-            with engine.begin() as conn:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_BULK_WRITER_LOCK})
-                yield conn
-    except OperationalError as exc:
-        raise DatabaseUnavailable("database unavailable") from exc
+        with writes.transaction() as conn:
+            yield conn
+    finally:
+        writes.close()
+
+
+# Bulk writes on SQLite touch the blind-index B-tree at random places: a larger page
+# cache and rarer WAL checkpoints keep each batch cheap. Pages are read through that
+# bounded cache, not the memory map: a bulk writer touches the whole file, and every
+# mapped page it read stays resident in the process (1M rows: +140 MB of RSS).
+_SQLITE_BULK_PRAGMAS = (
+    ("cache_size", -_SQLITE_BULK_CACHE_KIB),
+    ("wal_autocheckpoint", _SQLITE_BULK_CHECKPOINT_PAGES),
+    ("mmap_size", _SQLITE_BULK_MMAP_BYTES),
+)
 
 
 class BulkWrites:
-    """The write transactions of one bulk writer (the importer), one after another.
+    """The write transactions of one bulk writer (the importer), one after another,
+    on one connection held for all of them (:meth:`close` returns it).
 
-    SQLite: each is a :func:`bulk_write_connection`. PostgreSQL: one connection is
-    held for all of them: a pool checkout (with its pre-ping) and a lock statement of
-    its own per transaction cost more round trips than a batch's reads. The caller
-    takes the bulk writers' lock (:data:`PG_BULK_WRITER_LOCK`, ``pg_advisory_xact_lock``)
-    as the first statement of each PostgreSQL transaction, pipelined with its first
-    reads (:meth:`taxaddr.db.repositories.addresses.Upserts.prepare`). :meth:`close`
-    returns the connection.
+    SQLite: each transaction begins ``IMMEDIATE`` (which serializes the bulk writers);
+    the connection takes the bulk settings once and gets its own back at
+    :meth:`close` (a 64 MB page cache left on a pooled connection made the first
+    statement of every later read transaction ~140 us of SQLite CPU, the cost of
+    discarding that cache when another connection has written). Held across batches,
+    the cache keeps the B-tree pages the previous batches read: set and restored per
+    transaction, shrinking it emptied it every batch. PostgreSQL: a pool checkout
+    (with its pre-ping) and a lock statement of its own per transaction cost more
+    round trips than a batch's reads; the caller takes the bulk writers' lock
+    (:data:`PG_BULK_WRITER_LOCK`, ``pg_advisory_xact_lock``) as the first statement of
+    each transaction, pipelined with its first reads
+    (:meth:`taxaddr.db.repositories.addresses.Upserts.prepare`) when
+    ``caller_locks``; otherwise each transaction takes it first, by itself.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, caller_locks: bool = False) -> None:
         self.engine = engine
         self.sqlite = is_sqlite(engine)
+        self._lock = not self.sqlite and not caller_locks
         self._conn: Connection | None = None
+        self._restore: list[tuple[str, int]] = []
+
+    def _connection(self) -> Connection:
+        held = self._conn
+        if held is not None and not held.closed and not held.invalidated:
+            return held
+        self.close()
+        if not self.sqlite:
+            held = self._conn = self.engine.connect()
+            return held
+        held = self._conn = _immediate(self.engine).connect()
+        self._restore = [
+            (name, int(held.exec_driver_sql(f"PRAGMA {name}").scalar_one()))
+            for name, _ in _SQLITE_BULK_PRAGMAS
+        ]
+        for name, value in _SQLITE_BULK_PRAGMAS:
+            held.exec_driver_sql(f"PRAGMA {name} = {value}")
+        held.commit()  # PRAGMA reads autobegin a transaction; close it
+        return held
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises."""
-        if self.sqlite:
-            with bulk_write_connection(self.engine) as conn:
-                yield conn
-            return
         try:
-            held = self._conn
-            if held is None or held.closed or held.invalidated:
-                self.close()
-                held = self._conn = self.engine.connect()
-            conn = held
+            conn = self._connection()
             with conn.begin():
+                if self._lock:
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_BULK_WRITER_LOCK}
+                    )
                 yield conn
         except OperationalError as exc:
             raise DatabaseUnavailable("database unavailable") from exc
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with suppress(SQLAlchemyError):  # a broken connection is dropped anyway
-                conn.close()
+        restore, self._restore = self._restore, []
+        if conn is None:
+            return
+        with suppress(SQLAlchemyError):  # a broken connection is dropped anyway
+            for name, value in restore:
+                conn.exec_driver_sql(f"PRAGMA {name} = {value}")
+            if restore:
+                conn.commit()
+        with suppress(SQLAlchemyError):
+            conn.close()
 
 
 def snapshot_session(engine: Engine) -> Session:

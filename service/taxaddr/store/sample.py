@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from taxaddr.errors import UsageError
-from taxaddr.store.importer import COLUMNS, detect_format
+from taxaddr.store.reader import COLUMNS, detect_format
 
 FIRST_NAMES = (
     "ALEX", "AVERY", "BLAKE", "CASEY", "DAKOTA", "DREW", "ELLIS", "FINLEY", "GRAY",
