@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
@@ -12,11 +14,10 @@ from sqlalchemy.orm import Session
 from taxaddr.crypto.keystore import FileKeyStore
 from taxaddr.errors import DatabaseUnavailable
 from taxaddr.store.importer import (
-    BATCHES_IN_FLIGHT,
     SEAL_CHUNK,
     BatchWriter,
     ImportReport,
-    ImportRow,
+    StagedBatch,
     import_file,
 )
 from taxaddr.store.lookup import lookup_address
@@ -32,13 +33,13 @@ class GatedWriter(BatchWriter):
         self.fail_at = fail_at
         self.written: list[int] = []  # first line of each batch, in write order
 
-    def write(self, rows: list[ImportRow], report: ImportReport) -> None:
+    def write(self, batch: StagedBatch, report: ImportReport) -> None:
         if not self.written:
             assert self.gate.wait(20)
         if self.fail_at is not None and len(self.written) + 1 == self.fail_at:
             raise DatabaseUnavailable("database error during import (OperationalError)")
-        super().write(rows, report)
-        self.written.append(rows[0].line)
+        super().write(batch, report)
+        self.written.append(batch.first_line)
 
 
 def _count(engine: Engine) -> int:
@@ -46,14 +47,18 @@ def _count(engine: Engine) -> int:
         return int(conn.execute(text("SELECT count(*) FROM address_records")).scalar_one())
 
 
-def test_reader_stops_when_batches_wait_for_the_writer(
-    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+@pytest.mark.parametrize("reader", ["thread", "process"])
+def test_reading_waits_while_a_batch_is_written(
+    reader: str, engine: Engine, keystore: FileKeyStore, tmp_path: Path
 ) -> None:
+    """Bounded memory: while the writer holds batch 1, reading stops (in-process: at
+    that batch; the reader process: blocked on its pipe, long before the file's end)."""
     data = tmp_path / "rows.csv"
-    write_sample(data, 200, seed=3, demo=False)
+    write_sample(data, 5_000, seed=3, demo=False)  # ~400 KB: far more than a pipe holds
     writer = GatedWriter(engine, keystore)
     progress: list[int] = []
     done: list[ImportReport] = []
+    children_before = _children()
 
     def run() -> None:
         done.append(
@@ -61,26 +66,32 @@ def test_reader_stops_when_batches_wait_for_the_writer(
                 engine,
                 keystore,
                 data,
-                batch_size=10,
+                batch_size=50,
                 writer=writer,
+                reader=reader,
                 on_progress=lambda _b, rows: progress.append(rows),
             )
         )
 
-    reader = threading.Thread(target=run)
-    reader.start()
-    reader.join(timeout=1.0)
-    assert reader.is_alive()  # blocked: the writer holds batch 1
-    # batch 1 in the writer, BATCHES_IN_FLIGHT queued, one more being handed over
-    assert len(progress) <= BATCHES_IN_FLIGHT + 1
-    assert max(progress) <= (BATCHES_IN_FLIGHT + 2) * 10
+    importing = threading.Thread(target=run)
+    importing.start()
+    importing.join(timeout=1.5)
+    assert importing.is_alive()  # blocked: the writer holds batch 1
+    assert progress == []  # nothing past batch 1 was taken from the reader
+    if reader == "process":
+        (child,) = _children() - children_before
+        assert psutil.Process(child).status() != psutil.STATUS_ZOMBIE  # still reading
     writer.gate.set()
-    reader.join(timeout=30)
-    assert not reader.is_alive()
-    assert done[0].inserted == 200
-    assert done[0].batches == 20
+    importing.join(timeout=120)
+    assert not importing.is_alive()
+    assert done[0].inserted == 5_000
+    assert done[0].batches == 100
     assert writer.written == sorted(writer.written)  # file order
-    assert _count(engine) == 200
+    assert _count(engine) == 5_000
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
 
 
 def test_first_failed_batch_stops_the_import_and_a_rerun_completes_it(
@@ -119,8 +130,7 @@ def test_batches_larger_than_a_seal_chunk_share_one_connection_and_open(
         event.remove(engine.pool, "checkout", count_checkout)
     assert report.ok
     assert (report.inserted, report.batches) == (rows, 2)
-    if engine.dialect.name == "postgresql":
-        assert len(checkouts) == 1  # one connection for both batches
+    assert len(checkouts) == 1  # one connection for both batches
     assert engine.pool.checkedout() == 0  # and returned
     assert _count(engine) == rows
     with Session(engine) as s:

@@ -3,11 +3,9 @@ its failures are one-line errors; it never outlives the import."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 from sqlalchemy import Engine, text
 
@@ -17,7 +15,7 @@ from taxaddr.store import importer
 from taxaddr.store.importer import ImportReport, RowProblem, import_file
 from taxaddr.store.reader import read_batches, reader_process
 from tests.store.store_helpers import SEED_ROWS, write_csv, write_jsonl
-from tests.store.test_store_pipeline import GatedWriter
+from tests.store.test_store_pipeline import GatedWriter, _children
 
 # Good rows with refused ones between them: every kind of problem the reader reports.
 MIXED = [
@@ -141,10 +139,6 @@ def test_reader_process_that_dies_stops_the_import_with_one_line(
     assert "reader stopped unexpectedly (exit status 1)" in str(err.value)
     assert "\n" not in str(err.value)
     assert _stored(engine) == []
-
-
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
 
 
 def test_reader_process_is_gone_when_the_writer_fails(

@@ -131,6 +131,9 @@ _NONCE_ADDRESS = _NONCE_NAME + envelope.NONCE_BYTES
 
 # (record_id, blind_index, tax_period, as_of as ISO text, name UTF-8, address_bytes(...))
 SealInput = tuple[int, bytes, str, str, bytes, bytes]
+# One record's fresh key material: (data key wrapped by the KEK, an AES-256-GCM cipher
+# under the data key, the name's nonce, the address's nonce).
+RecordKey = tuple[bytes, AESGCM, bytes, bytes]
 
 
 class BatchSealer:
@@ -141,6 +144,11 @@ class BatchSealer:
     associated data, the data key wrapped by the keystore. The only batching is
     of the CSPRNG call: one ``os.urandom`` per batch, cut into disjoint
     per-record slices. Tests check that :func:`open_field` opens the result.
+
+    :meth:`keys` and :meth:`seal` are separate steps so that the importer can make a
+    batch's keys (random bytes, key wrap, cipher set-up: nothing depends on the
+    database) before its write transaction, where only the encryption, which binds
+    the record id, remains.
     """
 
     __slots__ = ("_prefix", "_wrap")
@@ -150,23 +158,43 @@ class BatchSealer:
         # envelope.aad(table, binding, field) == prefix + binding + "/" + field
         self._prefix = envelope.aad(ADDRESS_TABLE, "", "").decode()[:-1]
 
-    def seal(self, items: Sequence[SealInput]) -> list[tuple[bytes, bytes, bytes]]:
-        """(wrapped_key, name_ct, address_ct) for each item, in order."""
-        material = os.urandom(len(items) * _MATERIAL_BYTES)
-        wrap, prefix, aesgcm = self._wrap, self._prefix, AESGCM
-        out: list[tuple[bytes, bytes, bytes]] = []
+    def keys(self, count: int) -> list[RecordKey]:
+        """Fresh key material for ``count`` records, each its own."""
+        material = os.urandom(count * _MATERIAL_BYTES)
+        wrap, aesgcm = self._wrap, AESGCM
+        out: list[RecordKey] = []
         append = out.append
-        at = 0
-        for record_id, blind_index, tax_period, as_of, name, address in items:
+        for at in range(0, count * _MATERIAL_BYTES, _MATERIAL_BYTES):
             data_key = material[at : at + _NONCE_NAME]
-            nonce_name = material[at + _NONCE_NAME : at + _NONCE_ADDRESS]
-            nonce_address = material[at + _NONCE_ADDRESS : at + _MATERIAL_BYTES]
-            at += _MATERIAL_BYTES
-            encrypt = aesgcm(data_key).encrypt
-            binding = f"{prefix}{record_id}/{blind_index.hex()}/{tax_period}/{as_of}/"
             append(
                 (
                     wrap(data_key),
+                    aesgcm(data_key),
+                    material[at + _NONCE_NAME : at + _NONCE_ADDRESS],
+                    material[at + _NONCE_ADDRESS : at + _MATERIAL_BYTES],
+                )
+            )
+        return out
+
+    def seal(
+        self, items: Sequence[SealInput], keys: Sequence[RecordKey] | None = None
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """(wrapped_key, name_ct, address_ct) for each item, in order, each under its own
+        key of ``keys`` (made here when not given; a key is never used twice)."""
+        if keys is None:
+            keys = self.keys(len(items))
+        prefix = self._prefix
+        out: list[tuple[bytes, bytes, bytes]] = []
+        append = out.append
+        for (record_id, blind_index, tax_period, as_of, name, address), key in zip(
+            items, keys, strict=True
+        ):
+            wrapped, cipher, nonce_name, nonce_address = key
+            encrypt = cipher.encrypt
+            binding = f"{prefix}{record_id}/{blind_index.hex()}/{tax_period}/{as_of}/"
+            append(
+                (
+                    wrapped,
                     nonce_name + encrypt(nonce_name, name, (binding + NAME_FIELD).encode()),
                     nonce_address
                     + encrypt(nonce_address, address, (binding + ADDRESS_FIELD).encode()),
