@@ -178,3 +178,31 @@ def test_import_refuses_an_unknown_reader(
 ) -> None:
     with pytest.raises(ValueError, match="unknown reader"):
         import_file(engine, keystore, write_csv(tmp_path / "r.csv", SEED_ROWS), reader="fork")
+
+
+def test_the_collector_is_paused_during_the_import_and_back_afterwards(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    class Watching(GatedWriter):
+        def write(self, batch: importer.StagedBatch, report: ImportReport) -> None:
+            seen.append(gc.isenabled())
+            super().write(batch, report)
+
+    path = write_csv(tmp_path / "rows.csv", SEED_ROWS)
+    writer = Watching(engine, keystore, fail_at=2)
+    writer.gate.set()
+    assert gc.isenabled()
+    with pytest.raises(DatabaseUnavailable):
+        import_file(engine, keystore, path, batch_size=3, writer=writer)
+    assert seen == [False, False]  # paused while writing
+    assert gc.isenabled()  # and back, although the import failed
+    gc.disable()
+    try:
+        assert import_file(engine, keystore, path).ok
+        assert not gc.isenabled()  # a caller's own choice is left alone
+    finally:
+        gc.enable()
