@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -330,7 +330,7 @@ def import_file(
         batches: AbstractContextManager[Iterator[ReadBatch]] = (
             reader_process(path, fmt, batch_size, strict=strict)
             if separate
-            else _in_process(read_batches(fh, fmt, batch_size, strict=strict))
+            else nullcontext(read_batches(fh, fmt, batch_size, strict=strict))
         )
         with batches as source, _collector_paused():
             try:
@@ -352,11 +352,6 @@ def import_file(
             finally:
                 batch_writer.close()
     return report
-
-
-@contextmanager
-def _in_process(batches: Iterator[ReadBatch]) -> Iterator[Iterator[ReadBatch]]:
-    yield batches
 
 
 @contextmanager

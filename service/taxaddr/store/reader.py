@@ -346,19 +346,20 @@ def read_batches(fh: IO[bytes], fmt: str, batch_size: int, *, strict: bool) -> I
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def _line(message: dict[str, object]) -> bytes:
+    return (_encode(message) + "\n").encode("utf-8")
+
+
 def _batch_line(batch: ReadBatch) -> bytes:
-    return (
-        _encode(
-            {
-                "rows": [[*row[:-1], row.as_of.isoformat()] for row in batch.rows],
-                "problems": [[p.line, p.field, p.problem] for p in batch.problems],
-                "records": batch.records,
-                "bytes": batch.bytes_read,
-                "stopped_at": batch.stopped_at,
-            }
-        )
-        + "\n"
-    ).encode("utf-8")
+    return _line(
+        {
+            "rows": [[*row[:-1], row.as_of.isoformat()] for row in batch.rows],
+            "problems": [[p.line, p.field, p.problem] for p in batch.problems],
+            "records": batch.records,
+            "bytes": batch.bytes_read,
+            "stopped_at": batch.stopped_at,
+        }
+    )
 
 
 def _batch_of_line(line: bytes, days: dict[str, date]) -> ReadBatch:
@@ -439,12 +440,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out.write(_batch_line(batch))
                 out.flush()
     except UsageError as exc:
-        out.write((_encode({"error": str(exc)}) + "\n").encode("utf-8"))
+        out.write(_line({"error": str(exc)}))
         return 2
     except OSError as exc:  # the file went away, or the importer did (a broken pipe)
         with suppress(OSError):
             message = f"cannot read the import file ({exc.strerror or 'unreadable'})"
-            out.write((_encode({"error": message}) + "\n").encode("utf-8"))
+            out.write(_line({"error": message}))
         return 1
     return 0
 
