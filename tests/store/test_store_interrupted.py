@@ -1,4 +1,5 @@
-"""An import killed mid-file (SIGKILL) leaves only whole batches; a re-run completes it."""
+"""An import killed mid-file (SIGKILL) leaves only whole transactions of whole batches;
+a re-run completes it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from sqlalchemy import func, select
 from taxaddr.db import make_engine
 from taxaddr.db.schema import address_records
 from taxaddr.migrate import upgrade
+from taxaddr.store.importer import TRANSACTION_ROWS
 from taxaddr.store.sample import write_sample
 
-BATCH = 500
+BATCH = 1000
 CLI = [sys.executable, "-c", "from taxaddr.cli import main; main()"]
 
 
@@ -35,7 +37,7 @@ def test_killed_import_leaves_whole_batches_and_rerun_completes(
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     upgrade(url)
     full = tmp_path / "full.csv"
-    total = write_sample(full, 4000, seed=7)
+    total = write_sample(full, TRANSACTION_ROWS + 2 * BATCH, seed=7)
     lines = full.read_text().splitlines(keepends=True)
     # The importer reads a FIFO we feed: we know exactly where it is when we kill it.
     fifo = tmp_path / "feed.csv"
@@ -53,9 +55,10 @@ def test_killed_import_leaves_whole_batches_and_rerun_completes(
         stderr=subprocess.PIPE,
     )
     try:
-        whole = 5 * BATCH
+        whole = TRANSACTION_ROWS  # one write transaction of whole batches
+        assert whole % BATCH == 0
         with fifo.open("w") as feed:
-            feed.writelines(lines[: 1 + whole + BATCH // 2])  # header, 5 batches, half a batch
+            feed.writelines(lines[: 1 + whole + BATCH // 2])  # header, those, half a batch
             feed.flush()
             deadline = time.monotonic() + 120
             while _count(url) < whole:

@@ -21,6 +21,7 @@ from taxaddr.store.importer import (
     import_file,
 )
 from taxaddr.store.lookup import lookup_address
+from taxaddr.store.reader import READER_PIPE_BYTES
 from taxaddr.store.sample import generate, write_sample
 
 
@@ -54,7 +55,9 @@ def test_reading_waits_while_a_batch_is_written(
     """Bounded memory: while the writer holds batch 1, reading stops (in-process: at
     that batch; the reader process: blocked on its pipe, long before the file's end)."""
     data = tmp_path / "rows.csv"
-    write_sample(data, 5_000, seed=3, demo=False)  # ~400 KB: far more than a pipe holds
+    write_sample(data, 20_000, seed=3, demo=False)
+    # the reader's JSON lines are larger than the CSV: far more than its pipe holds
+    assert data.stat().st_size > 1.5 * READER_PIPE_BYTES
     writer = GatedWriter(engine, keystore)
     progress: list[int] = []
     done: list[ImportReport] = []
@@ -66,7 +69,8 @@ def test_reading_waits_while_a_batch_is_written(
                 engine,
                 keystore,
                 data,
-                batch_size=50,
+                batch_size=200,
+                transaction_rows=1,  # one transaction per batch: the gate holds batch 1
                 writer=writer,
                 reader=reader,
                 on_progress=lambda _b, rows: progress.append(rows),
@@ -84,10 +88,10 @@ def test_reading_waits_while_a_batch_is_written(
     writer.gate.set()
     importing.join(timeout=120)
     assert not importing.is_alive()
-    assert done[0].inserted == 5_000
+    assert done[0].inserted == 20_000
     assert done[0].batches == 100
     assert writer.written == sorted(writer.written)  # file order
-    assert _count(engine) == 5_000
+    assert _count(engine) == 20_000
 
 
 def _children() -> set[int]:
@@ -102,7 +106,7 @@ def test_first_failed_batch_stops_the_import_and_a_rerun_completes_it(
     writer = GatedWriter(engine, keystore, fail_at=4)
     writer.gate.set()
     with pytest.raises(DatabaseUnavailable):
-        import_file(engine, keystore, data, batch_size=10, writer=writer)
+        import_file(engine, keystore, data, batch_size=10, transaction_rows=1, writer=writer)
     assert _count(engine) == 30  # batches 1-3 committed, none after the failed one
     again = import_file(engine, keystore, data, batch_size=10)
     assert again.ok

@@ -14,6 +14,7 @@ from taxaddr.errors import DatabaseUnavailable, UsageError
 from taxaddr.store import importer
 from taxaddr.store.importer import ImportReport, RowProblem, import_file
 from taxaddr.store.reader import read_batches, reader_process
+from taxaddr.store.sample import write_sample
 from tests.store.store_helpers import SEED_ROWS, write_csv, write_jsonl
 from tests.store.test_store_pipeline import GatedWriter, _children
 
@@ -149,7 +150,15 @@ def test_reader_process_is_gone_when_the_writer_fails(
     writer = GatedWriter(engine, keystore, fail_at=2)
     writer.gate.set()
     with pytest.raises(DatabaseUnavailable):
-        import_file(engine, keystore, path, batch_size=3, writer=writer, reader="process")
+        import_file(
+            engine,
+            keystore,
+            path,
+            batch_size=3,
+            transaction_rows=1,
+            writer=writer,
+            reader="process",
+        )
     assert _children() <= before  # stopped and reaped: nothing left behind
     assert len(_stored(engine)) == 3  # the first batch only
 
@@ -197,7 +206,7 @@ def test_the_collector_is_paused_during_the_import_and_back_afterwards(
     writer.gate.set()
     assert gc.isenabled()
     with pytest.raises(DatabaseUnavailable):
-        import_file(engine, keystore, path, batch_size=3, writer=writer)
+        import_file(engine, keystore, path, batch_size=3, transaction_rows=3, writer=writer)
     assert seen == [False, False]  # paused while writing
     assert gc.isenabled()  # and back, although the import failed
     gc.disable()
@@ -206,3 +215,64 @@ def test_the_collector_is_paused_during_the_import_and_back_afterwards(
         assert not gc.isenabled()  # a caller's own choice is left alone
     finally:
         gc.enable()
+
+
+def test_consecutive_batches_share_a_transaction_of_whole_batches(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    staged: list[tuple[int, int, int]] = []  # (first line, rows, batches) per transaction
+
+    class Recording(GatedWriter):
+        def write(self, batch: importer.StagedBatch, report: ImportReport) -> None:
+            staged.append((batch.first_line, batch.rows, batch.batches))
+            super().write(batch, report)
+
+    path = tmp_path / "rows.csv"
+    write_sample(path, 95, seed=8, demo=False)
+    writer = Recording(engine, keystore)
+    writer.gate.set()
+    report = import_file(engine, keystore, path, batch_size=10, transaction_rows=25, writer=writer)
+    assert report.ok
+    # batches of 10 rows until a transaction holds at least 25; the rest at the end
+    assert staged == [(2, 30, 3), (32, 30, 3), (62, 30, 3), (92, 5, 1)]
+    assert (report.batches, report.inserted) == (10, 95)
+    assert len(_stored(engine)) == 95
+
+
+def test_import_refuses_transactions_of_no_rows(
+    engine: Engine, keystore: FileKeyStore, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="transaction_rows"):
+        import_file(engine, keystore, write_csv(tmp_path / "r.csv", SEED_ROWS), transaction_rows=0)
+
+
+def test_the_reader_pipe_is_widened_when_the_system_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import fcntl
+    import os
+
+    from taxaddr.store import reader
+
+    r, w = os.pipe()
+    try:
+        default = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+        reader._widen_pipe(r)
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == reader.READER_PIPE_BYTES > default
+    finally:
+        os.close(r)
+        os.close(w)
+
+    def refused(*_args: object) -> int:  # an unprivileged user over the system's limit
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    r, w = os.pipe()
+    try:
+        monkeypatch.setattr(fcntl, "fcntl", refused)
+        reader._widen_pipe(r)  # best effort: the default size stays, no error
+        monkeypatch.undo()
+        assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == default
+    finally:
+        os.close(r)
+        os.close(w)

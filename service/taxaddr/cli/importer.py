@@ -20,7 +20,11 @@ def import_command(
         bool, typer.Option("--strict", help="stop at the first bad row (its batch is not written)")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", help="rows per committed batch")
+        int,
+        typer.Option(
+            "--batch-size",
+            help="rows per batch, validated as a whole (--strict writes none of a failing batch)",
+        ),
     ] = DEFAULT_BATCH_SIZE,
 ) -> None:
     """Import address records (columns: tin,name,street,city,state,zip,tax_period,as_of).
