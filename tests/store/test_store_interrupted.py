@@ -1,5 +1,7 @@
-"""An import killed mid-file (SIGKILL) leaves only whole transactions of whole batches;
-a re-run completes it."""
+"""An import killed mid-file (SIGKILL) leaves only whole batches; a re-run completes it.
+
+On SQLite each batch is its own transaction; on PostgreSQL consecutive batches share one
+(``PG_TRANSACTION_ROWS``): the five whole batches fed are one transaction there."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sqlalchemy import func, select
 from taxaddr.db import make_engine
 from taxaddr.db.schema import address_records
 from taxaddr.migrate import upgrade
-from taxaddr.store.importer import TRANSACTION_ROWS
+from taxaddr.store.importer import PG_TRANSACTION_ROWS
 from taxaddr.store.sample import write_sample
 
 BATCH = 1000
@@ -32,12 +34,12 @@ def _count(url: str) -> int:
 
 
 def test_killed_import_leaves_whole_batches_and_rerun_completes(
-    tmp_path: Path, keys_dir: Path
+    tmp_path: Path, keys_dir: Path, db_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    url = db_url
     upgrade(url)
     full = tmp_path / "full.csv"
-    total = write_sample(full, TRANSACTION_ROWS + 2 * BATCH, seed=7)
+    total = write_sample(full, 7 * BATCH, seed=7)
     lines = full.read_text().splitlines(keepends=True)
     # The importer reads a FIFO we feed: we know exactly where it is when we kill it.
     fifo = tmp_path / "feed.csv"
@@ -55,10 +57,10 @@ def test_killed_import_leaves_whole_batches_and_rerun_completes(
         stderr=subprocess.PIPE,
     )
     try:
-        whole = TRANSACTION_ROWS  # one write transaction of whole batches
-        assert whole % BATCH == 0
+        whole = 5 * BATCH
+        assert whole == PG_TRANSACTION_ROWS  # PostgreSQL: exactly one transaction
         with fifo.open("w") as feed:
-            feed.writelines(lines[: 1 + whole + BATCH // 2])  # header, those, half a batch
+            feed.writelines(lines[: 1 + whole + BATCH // 2])  # header, 5 batches, half a batch
             feed.flush()
             deadline = time.monotonic() + 120
             while _count(url) < whole:

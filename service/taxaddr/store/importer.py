@@ -3,9 +3,10 @@
 Streaming and constant memory: the file is read line by line and at most a few
 batches of rows are held at a time. A batch is ``batch_size`` consecutive records
 of the file (good and bad alike). Every batch is validated as a whole before
-anything of it is written, and consecutive batches are written together in one
-transaction of at least :data:`TRANSACTION_ROWS` rows (whole batches only), so an
-interrupted import leaves only whole batches behind and a re-run completes it.
+anything of it is written, and written in one transaction, on PostgreSQL together
+with the batches around it up to :data:`PG_TRANSACTION_ROWS` rows (whole batches
+only), so an interrupted import leaves only whole batches behind and a re-run
+completes it.
 
 Idempotent per (TIN, tax period): a row for an existing record replaces it only
 when its ``as_of`` is newer; the same file imported twice changes nothing.
@@ -72,12 +73,14 @@ __all__ = [  # what callers took from here before the reader moved out
 ]
 
 DEFAULT_BATCH_SIZE = 1000
-# Consecutive batches share one write transaction until it holds at least this many
-# rows (a transaction always holds whole batches). Per transaction, PostgreSQL pays a
-# lock, a stored-key look-up, a COPY start and end and a commit, the importer a round
-# trip for each: 300,000 rows into PostgreSQL, 1,000-row transactions 44-47k rows/s,
-# 5,000-row 52k (the reader's pipe holds this much, see reader.READER_PIPE_BYTES).
-TRANSACTION_ROWS = 5000
+# On PostgreSQL consecutive batches share one write transaction until it holds at
+# least this many rows (a transaction always holds whole batches). Per transaction,
+# PostgreSQL pays a lock, a stored-key look-up, a COPY start and end and a commit, the
+# importer a round trip for each: 1M rows, 51k -> 56-58k rows/s (A/B, docs/performance.md;
+# the reader's pipe holds about this much, see reader.READER_PIPE_BYTES). SQLite keeps
+# one transaction per batch: 5,000-row transactions were no faster there (36.7k vs
+# 38.6k rows/s) and took 55 MB more (peak 311 MB with the reader, over the 300 MB bound).
+PG_TRANSACTION_ROWS = 5000
 SEAL_CHUNK = 250  # records sealed at a time (see seal_chunks)
 # Files at least this large are read by a separate reader process (the other core);
 # smaller ones in this process, where starting a process would cost more than it saves.
@@ -160,6 +163,8 @@ class BatchWriter:
         self._statements: Upserts | None = None
         self._writes: BulkWrites | None = None
         self._sealer: tuple[int, BatchSealer] | None = None
+        # rows per write transaction, in whole batches (1: a transaction per batch)
+        self.transaction_rows = PG_TRANSACTION_ROWS if engine.dialect.name == "postgresql" else 1
 
     def close(self) -> None:
         """The import ended: return the connection held between batches."""
@@ -310,7 +315,7 @@ def import_file(
     on_progress: ProgressSink | None = None,
     writer: BatchWriter | None = None,
     reader: str = "auto",
-    transaction_rows: int = TRANSACTION_ROWS,
+    transaction_rows: int | None = None,
 ) -> ImportReport:
     """Import ``path`` (CSV or JSONL by extension) into ``address_records``.
 
@@ -320,16 +325,18 @@ def import_file(
     (a separate reader process), ``"thread"`` (this thread) or ``"auto"`` (a process
     for files of at least :data:`READER_PROCESS_MIN_BYTES`). Consecutive batches are
     written together until a transaction holds ``transaction_rows`` rows (whole
-    batches; ``1``: one transaction per batch); ``on_progress`` counts batches read.
+    batches; ``1``: one transaction per batch; default: the writer's choice for its
+    database, :data:`PG_TRANSACTION_ROWS` or ``1``); ``on_progress`` counts batches read.
     """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise UsageError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}")
-    if transaction_rows < 1:
+    if transaction_rows is not None and transaction_rows < 1:
         raise ValueError("transaction_rows must be at least 1")
     if reader not in ("auto", "process", "thread"):
         raise ValueError(f"unknown reader {reader!r}")
     fmt = detect_format(path)
     batch_writer = writer or BatchWriter(engine, keystore)
+    group_rows = transaction_rows or batch_writer.transaction_rows
     report = ImportReport()
     try:
         fh = path.open("rb")
@@ -363,7 +370,7 @@ def import_file(
                     if batch.rows:
                         pending += batch.rows
                         pending_batches += 1
-                    if len(pending) >= transaction_rows:
+                    if len(pending) >= group_rows:
                         batch_writer.write(batch_writer.stage(pending, pending_batches), report)
                         pending, pending_batches = [], 0
                     if on_progress is not None:

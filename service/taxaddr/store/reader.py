@@ -384,7 +384,7 @@ def _batch_of_line(line: bytes, days: dict[str, date]) -> ReadBatch:
 
 # The reader runs this far ahead of the importer: a 1,000-row batch is ~150 KB as a
 # JSON line, so a 1 MiB pipe (Linux's default limit for unprivileged processes) holds
-# several, about one write transaction's worth (importer.TRANSACTION_ROWS). With the
+# several, about one write transaction's worth (importer.PG_TRANSACTION_ROWS). With the
 # default 64 KiB pipe the reader blocked inside each batch's write and the importer
 # then waited for the next batches to be parsed (300,000 rows into PostgreSQL in
 # 5,000-row transactions: 41-43k rows/s; with the wide pipe 52k).
