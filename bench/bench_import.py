@@ -257,11 +257,14 @@ def _imports(
         print(
             f"PostgreSQL import / plain COPY time ratio: {results['pg_ratio']:.2f}x (target <= 2x)"
         )
-        emit(f"import of {n} rows, PostgreSQL", pg_rate, "rows/s",
-             limit=">= 50,000 rows/s and <= 2x the plain COPY's time",
+        # Two targets, two lines: the rate, and the time against the plain COPY's.
+        emit(f"import of {n} rows, PostgreSQL", pg_rate, "rows/s", limit=">= 50,000 rows/s",
              baseline="plain COPY of the same rows, unencrypted",
-             baseline_value=results["pg_copy_rows_per_s"], ratio=results["pg_ratio"],
-             ok=pg_rate >= 50_000 and results["pg_ratio"] <= 2)  # fmt: skip
+             baseline_value=results["pg_copy_rows_per_s"], ok=pg_rate >= 50_000)  # fmt: skip
+        emit(f"import of {n} rows, PostgreSQL, time / plain COPY's time", results["pg_ratio"],
+             "x", limit="<= 2x", baseline="plain COPY of the same rows, unencrypted (s)",
+             baseline_value=results["pg_copy_s"], ratio=results["pg_ratio"],
+             ok=results["pg_ratio"] <= 2)  # fmt: skip
         emit(f"import of {n} rows, PostgreSQL, peak RSS", results["pg_encrypted_rss_mb"], "MB",
              limit="<= 300 MB", ok=results["pg_encrypted_rss_mb"] <= 300)  # fmt: skip
 
